@@ -1,0 +1,228 @@
+"""A local stand-in for the Kaggle API, for tests and the `20_kaggle` notebook.
+
+kaggle 2.x sends every call as `POST http://localhost/api/v1/<service>/<Method>` (JSON in, JSON out) when
+`KAGGLE_API_ENVIRONMENT=LOCALHOST`. `KaggleStandIn` answers the calls `paddy_collab.kaggle` makes the way Kaggle
+does (competition downloads redirect to a blob URL; uploads go to a `createUrl` by PUT), records every request
+in `.requests`, checks credentials, and can be told to fail: `fail('SaveKernel', 500)`, `fail('blob', 'truncate')`.
+It never talks to anything but its own clients.
+"""
+from __future__ import annotations
+import base64, errno, json, os, socket, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+__all__ = ['KaggleStandIn', 'standin_env']
+
+_errors = {401: 'Unauthenticated', 403: 'Permission denied', 404: 'Not found', 429: 'Too many requests', 500: 'Internal server error'}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *args): pass  # keep test output clean
+
+    # -- plumbing
+    def _send(self, code, body=b'', ctype='application/json', headers=None):
+        if isinstance(body, (dict, list)): body = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header('Content-Type', ctype)
+        self.send_header('Content-Length', str(len(body)))
+        for k, v in (headers or {}).items(): self.send_header(k, v)
+        self.end_headers()
+        if self.command != 'HEAD': self.wfile.write(body)
+
+    def _error(self, code): self._send(code, {'code': code, 'message': _errors.get(code, 'Error')})
+
+    def _close(self):
+        "Drop the connection without answering, as a crashed proxy would."
+        self.close_connection = True
+        try: self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+
+    def _fault(self, op):
+        "Apply a fault set with `fail` to `op`; return True if the request was answered (or dropped)."
+        f = self.server.standin._take_fault(op)
+        if f is None or f == 'truncate': return False
+        if f == 'close': self._close()
+        elif f == 'hang':
+            time.sleep(self.server.standin.hang_s)
+            self._close()
+        else: self._error(int(f))
+        return True
+
+    def _authorized(self):
+        s, auth = self.server.standin, self.headers.get('Authorization', '')
+        if auth.startswith('Basic '):
+            try: user, key = base64.b64decode(auth[6:]).decode().split(':', 1)
+            except Exception: return False
+            return (user, key) == (s.username, s.key)
+        if auth.startswith('Bearer '): return s.token is not None and auth[7:] == s.token
+        return False
+
+    def _record(self, op, data=None, body=b''):
+        self.server.standin.requests.append(dict(method=self.command, path=self.path, op=op, json=data, body=body,
+                                                 headers=dict(self.headers)))
+
+    # -- routes
+    def do_POST(self):
+        n = int(self.headers.get('Content-Length') or 0)
+        raw = self.rfile.read(n) if n else b''
+        parts = urlparse(self.path).path.strip('/').split('/')
+        if len(parts) != 4 or parts[:2] != ['api', 'v1']: return self._error(404)
+        op = parts[3]
+        try: data = json.loads(raw or b'{}')
+        except ValueError: data = None
+        self._record(op, data, raw)
+        if self._fault(op): return
+        s = self.server.standin
+        if op == 'IntrospectToken':
+            ok = s.token is not None and data.get('token') == s.token
+            return self._send(200, {'active': ok, 'username': s.username if ok else ''})
+        if not self._authorized(): return self._error(401)
+        handler = getattr(self, f'_op_{op}', None)
+        if handler is None: return self._error(404)
+        return handler(data)
+
+    def _op_DownloadDataFiles(self, d):
+        comp = d.get('competitionName', '')
+        if comp not in self.server.standin.comps: return self._error(404)
+        # Kaggle answers with a redirect to a signed blob URL; the client follows it and streams the zip
+        self._send(302, b'', headers={'Location': f'{self.server.standin.url}/blobs/{comp}.zip?sig=standin'})
+
+    def _op_StartSubmissionUpload(self, d):
+        tok = self.server.standin._new_token('sub')
+        self._send(200, {'token': tok, 'createUrl': f'{self.server.standin.url}/upload/{tok}'})
+
+    def _op_CreateSubmission(self, d):
+        s = self.server.standin
+        tok = d.get('blobFileTokens', '')
+        if tok not in s.uploads: return self._send(400, {'code': 400, 'message': f'unknown upload token {tok!r}'})
+        s.submissions.append(dict(comp=d.get('competitionName'), message=d.get('submissionDescription', ''), csv=s.uploads[tok]))
+        self._send(200, {'message': 'Successfully submitted to ' + d.get('competitionName', ''), 'ref': len(s.submissions)})
+
+    def _op_StartBlobUpload(self, d):
+        tok = self.server.standin._new_token('blob')
+        self.server.standin.blob_names[tok] = d.get('name', '')
+        self._send(200, {'token': tok, 'createUrl': f'{self.server.standin.url}/upload/{tok}'})
+
+    def _op_GetDatasetStatus(self, d):
+        ref = f"{d.get('ownerSlug')}/{d.get('datasetSlug')}"
+        if ref not in self.server.standin.datasets: return self._error(404)
+        self._send(200, {'status': 'READY'})
+
+    def _dataset_files(self, toks):
+        s = self.server.standin
+        return {s.blob_names.get(t, t): s.uploads.get(t) for t in toks}
+
+    def _op_CreateDataset(self, d):
+        s = self.server.standin
+        ref = f"{d.get('ownerSlug')}/{d.get('slug')}"
+        s.datasets[ref] = self._dataset_files([f.get('token') for f in d.get('files', [])])
+        self._send(200, {'ref': ref, 'url': f'{s.url}/datasets/{ref}', 'status': 'Ok'})
+
+    def _op_CreateDatasetVersion(self, d):
+        s = self.server.standin
+        ref = f"{d.get('ownerSlug')}/{d.get('datasetSlug')}"
+        if ref not in s.datasets: return self._error(404)
+        s.datasets[ref] = self._dataset_files([f.get('token') for f in d.get('body', {}).get('files', [])])
+        self._send(200, {'ref': ref, 'url': f'{s.url}/datasets/{ref}', 'status': 'Ok'})
+
+    def _op_SaveKernel(self, d):
+        s = self.server.standin
+        s.kernels.append(d)
+        slug = d.get('slug', '')
+        self._send(200, {'ref': f'/code/{slug}', 'url': f'{s.url}/code/{slug}', 'versionNumber': len(s.kernels)})
+
+    def do_PUT(self):
+        n = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(n) if n else b''
+        self._record('upload', None, body)
+        if self._fault('upload'): return
+        tok = urlparse(self.path).path.rsplit('/', 1)[-1]
+        self.server.standin.uploads[tok] = body
+        self._send(200, {})
+
+    def do_GET(self):
+        path = urlparse(self.path).path
+        self._record('blob' if path.startswith('/blobs/') else 'get')
+        if not path.startswith('/blobs/'): return self._error(404)
+        f = self.server.standin._take_fault('blob')
+        if f not in (None, 'truncate'):
+            if f == 'close': return self._close()
+            if f == 'hang': time.sleep(self.server.standin.hang_s); return self._close()
+            return self._error(int(f))
+        comp = path[len('/blobs/'):].removesuffix('.zip')
+        data = self.server.standin.comps.get(comp)
+        if data is None: return self._error(404)
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/zip')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        if f == 'truncate':  # half the promised bytes, then hang up: a download that fails midway
+            self.wfile.write(data[:len(data)//2]); self.wfile.flush()
+            return self._close()
+        self.wfile.write(data)
+
+
+class KaggleStandIn:
+    "A local HTTP server answering the kaggle client's calls like Kaggle; records requests; injects faults."
+    def __init__(self, username='standin-user', key=None, token=None, port=80, host='127.0.0.1', hang_s=5.0):
+        self.username, self.key, self.token, self.port, self.host, self.hang_s = username, key, token, port, host, hang_s
+        self.url = 'http://localhost' + ('' if port == 80 else f':{port}')
+        self.requests, self.kernels, self.submissions = [], [], []
+        self.comps, self.datasets, self.uploads, self.blob_names = {}, {}, {}, {}
+        self._faults, self._n, self._lock, self._srv = {}, 0, threading.Lock(), None
+
+    def _new_token(self, kind):
+        with self._lock:
+            self._n += 1
+            return f'{kind}-{self._n}'
+
+    def fail(self, op, fault, times=1):
+        "Make the next `times` calls to `op` (a method name like 'SaveKernel', or 'blob'/'upload') answer `fault`: 401, 404, 500, 'close', 'hang' or 'truncate'."
+        self._faults[op] = [fault, times]
+        return self
+
+    def _take_fault(self, op):
+        with self._lock:
+            f = self._faults.get(op)
+            if not f: return None
+            f[1] -= 1
+            if f[1] <= 0: del self._faults[op]
+            return f[0]
+
+    def ops(self, op=None):
+        "The recorded requests (all, or those for `op`)."
+        return [r for r in self.requests if op is None or r['op'] == op]
+
+    def start(self):
+        try: self._srv = _Server((self.host, self.port), _Handler)
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise RuntimeError(f"The Kaggle stand-in cannot listen on {self.host}:{self.port} ({e.strerror}). kaggle 2.x with "
+                    f"KAGGLE_API_ENVIRONMENT=LOCALHOST calls http://localhost/api/v1/..., so port {self.port} must be free "
+                    "(and binding port 80 needs root). Find what holds it with `ss -ltnp 'sport = :80'`.") from None
+            raise
+        self._srv.standin = self
+        threading.Thread(target=self._srv.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._srv is not None:
+            self._srv.shutdown(); self._srv.server_close(); self._srv = None
+
+    def __enter__(self): return self.start()
+    def __exit__(self, *exc): self.stop()
+
+
+def standin_env(standin, config_dir):
+    "Environment variables that send the real client to `standin` (port 80: LOCALHOST; 7777: TEST) with its user and key."
+    env = {80: 'LOCALHOST', 7777: 'TEST'}.get(standin.port)
+    if env is None: raise ValueError(f"kaggle's client only knows localhost ports 80 (LOCALHOST) and 7777 (TEST), not {standin.port}")
+    d = dict(KAGGLE_API_ENVIRONMENT=env, KAGGLE_CONFIG_DIR=str(config_dir), KAGGLE_USERNAME=standin.username)
+    if standin.key: d['KAGGLE_KEY'] = standin.key
+    return d
