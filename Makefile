@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# torch comes from this machine's wheel cache; a GPU user may install the CUDA build first (README).
+# torch is installed only if .venv has none: a GPU user installs the CUDA build into .venv first (README).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install dev data check-sync nbtest pytest clean-venv newest
+.PHONY: demo test install dev data check-sync readme clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(PY):
 
 # Stamps make a second `make test` reuse .venv: they are rebuilt only when settings.ini or setup.py change.
 $(VENV)/.installed: $(PY) settings.ini setup.py
-	$(PY) -m pip install -q $(TORCH)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e .
 	touch $@
 
@@ -35,14 +35,17 @@ data: $(VENV)/.installed
 
 # Notebooks are the source: exporting must not change the package, cleaning must not change the notebooks.
 check-sync: dev
-	@before=$$(git status --porcelain -- paddy_collab nbs); \
-	$(BIN)/nbdev_export; $(BIN)/nbdev_clean; \
-	after=$$(git status --porcelain -- paddy_collab nbs); \
+	@snap() { git status --porcelain -- paddy_collab nbs; git diff -- paddy_collab nbs | md5sum; }; \
+	before=$$(snap); $(BIN)/nbdev_export; $(BIN)/nbdev_clean; after=$$(snap); \
 	if [ "$$before" != "$$after" ]; then echo "!! nbdev_export/nbdev_clean changed files: run them and commit"; git status --short -- paddy_collab nbs; exit 1; fi; \
 	echo "notebooks and package are in sync; notebooks are clean"
 
 test: check-sync data
 	$(BIN)/python -m pytest tests -q -rs $(PYTEST_ARGS)
+
+# README.md is index.ipynb rendered offline (nbdev_readme needs Quarto, which cannot be installed everywhere).
+readme: dev
+	$(BIN)/jupyter nbconvert --to markdown --stdout nbs/index.ipynb > README.md.tmp && mv README.md.tmp README.md
 
 demo: install data
 	$(BIN)/python -m paddy_collab.demo

@@ -1,0 +1,114 @@
+"The foundation: synthetic Paddy data, import hygiene, settings, README in step with index.ipynb."
+import os, sys, subprocess, tempfile, configparser
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from PIL import Image
+from paddy_collab.synth import synth_paddy, diseases, varieties
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = sorted(p.stem for p in (ROOT/'paddy_collab').glob('*.py') if not p.stem.startswith('_'))
+
+@pytest.fixture(scope='module')
+def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('s')/'paddy', n_per_class=3, n_test=5, seed=0)
+
+def test_synth_layout(paddy):
+    assert sorted(p.name for p in (paddy/'train_images').iterdir()) == sorted(diseases) and len(diseases) == 10
+    df = pd.read_csv(paddy/'train.csv')
+    assert list(df.columns) == ['image_id', 'label', 'variety', 'age']
+    assert len(df) == 30 and df.image_id.is_unique
+    assert set(df.label) == set(diseases) and set(df.variety) <= set(varieties) and len(varieties) == 10
+    assert df.age.between(45, 82).all()
+    on_disk = sorted((p.parent.name, p.name) for p in (paddy/'train_images').glob('*/*.jpg'))
+    assert on_disk == sorted(zip(df.label, df.image_id))
+    sub = pd.read_csv(paddy/'sample_submission.csv')
+    assert list(sub.columns) == ['image_id', 'label']
+    assert sorted(sub.image_id) == sorted(p.name for p in (paddy/'test_images').glob('*.jpg')) and len(sub) == 5
+    assert not (paddy/'solution.csv').exists()  # not part of Kaggle's layout unless asked for
+
+def test_synth_images_decode(paddy):
+    for fn in [*(paddy/'train_images').glob('*/*.jpg'), *(paddy/'test_images').glob('*.jpg')]:
+        with Image.open(fn) as im:
+            assert im.format == 'JPEG' and im.size == (480, 640) and im.mode == 'RGB'
+            im.load()
+
+def test_synth_deterministic(paddy, tmp_path):
+    same, other = synth_paddy(tmp_path/'a', n_per_class=3, n_test=5, seed=0), synth_paddy(tmp_path/'b', n_per_class=3, n_test=5, seed=1)
+    files = sorted(p.relative_to(paddy) for p in paddy.rglob('*') if p.is_file())
+    assert files == sorted(p.relative_to(same) for p in same.rglob('*') if p.is_file())
+    for f in files: assert (paddy/f).read_bytes() == (same/f).read_bytes(), f
+    assert (paddy/'train.csv').read_text() != (other/'train.csv').read_text()
+
+def test_synth_bad_args(tmp_path):
+    with pytest.raises(ValueError, match='n_per_class'): synth_paddy(tmp_path/'x', n_per_class=0)
+    synth_paddy(tmp_path/'y', n_per_class=1, n_test=1, size=(32, 40))
+    with pytest.raises(FileExistsError, match='already holds'): synth_paddy(tmp_path/'y', n_per_class=1)
+
+def _features(fn):
+    "Colour histogram + vein-spacing spectrum: enough for a linear model to read both labels."
+    a = np.asarray(Image.open(fn).convert('RGB'), dtype=np.float32)/256
+    q = (a*6).astype(int); h = np.bincount((q[..., 0]*36 + q[..., 1]*6 + q[..., 2]).ravel(), minlength=216)/q[..., 0].size
+    col = a.mean((0, 2)); sp = np.abs(np.fft.rfft(col - col.mean()))[:24]
+    return np.concatenate([np.sqrt(h), sp/(sp.sum() + 1e-6)])
+
+def _valid_error(X, y, seed=0):
+    import torch
+    torch.manual_seed(seed)
+    idx = np.random.default_rng(seed).permutation(len(y)); n = int(0.7*len(y)); trn, val = idx[:n], idx[n:]
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+    m = torch.nn.Linear(X.shape[1], 10); opt = torch.optim.Adam(m.parameters(), 1e-2, weight_decay=1e-4)
+    for _ in range(400):
+        opt.zero_grad(); torch.nn.functional.cross_entropy(m(X[trn]), y[trn]).backward(); opt.step()
+    return (m(X[val]).argmax(1) != y[val]).float().mean().item()
+
+def test_synth_labels_learnable_and_independent(tmp_path):
+    "Both labels can be read off the pixels; shuffled labels cannot; disease and variety are balanced and independent."
+    p = synth_paddy(tmp_path/'p', n_per_class=30, n_test=0, size=(96, 128), seed=0)
+    df = pd.read_csv(p/'train.csv')
+    X = np.stack([_features(p/'train_images'/r.label/r.image_id) for r in df.itertuples()])
+    yd = df.label.map(diseases.index).values; yv = df.variety.map(varieties.index).values
+    err_d, err_v = _valid_error(X, yd), _valid_error(X, yv)
+    err_shuffled = _valid_error(X, np.random.default_rng(1).permutation(yd))
+    print(f'linear probe valid error: disease {err_d:.2f}, variety {err_v:.2f}, shuffled labels {err_shuffled:.2f} (chance 0.90)')
+    assert err_d < 0.5 and err_v < 0.5 and err_shuffled > 0.7
+    ct = pd.crosstab(df.label, df.variety)
+    assert ct.values.sum(1).tolist() == [30]*10 and ct.values.sum(0).tolist() == [30]*10 and ct.values.max() <= 10
+
+_IMPORT_CHECK = '''
+import socket, sys, time
+def _no_net(*a, **k): raise OSError("network used at import time")
+socket.socket.connect = socket.create_connection = _no_net
+t = time.time()
+import {mod}
+print(f"{{time.time()-t:.2f}}")
+assert 'kaggle' not in sys.modules, 'kaggle imported at module level'
+'''
+
+@pytest.mark.parametrize('mod', ['paddy_collab'] + [f'paddy_collab.{m}' for m in MODULES])
+def test_import_offline_without_kaggle(mod):
+    "Each module imports with no network and without importing the kaggle client (which exits without credentials)."
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KAGGLE')}
+    r = subprocess.run([sys.executable, '-c', _IMPORT_CHECK.format(mod=mod)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    print(f'{mod}: {r.stdout.strip()} s')
+
+def test_light_init():
+    r = subprocess.run([sys.executable, '-c', 'import sys, paddy_collab; print("torch" in sys.modules, "fastai" in sys.modules)'], capture_output=True, text=True)
+    assert r.stdout.split() == ['False', 'False'], r.stdout + r.stderr
+
+def test_settings():
+    cfg = configparser.ConfigParser(); cfg.read(ROOT/'settings.ini')
+    d = cfg['DEFAULT']
+    assert set(d['tst_flags'].split()) >= {'slow', 'cuda', 'net'} and '|' not in d['tst_flags']  # nbdev 2 splits on whitespace
+    assert 'nbdev==' in d['dev_requirements']  # pinned exactly: a floating nbdev changes the exported files
+    for req in 'fastai timm fastkaggle matplotlib pandas'.split(): assert req in d['requirements']
+    assert not (ROOT/'tests'/'__init__.py').exists()
+
+def test_readme_generated_from_index():
+    "README.md is index.ipynb rendered offline by `make readme` (nbconvert), so they cannot drift apart."
+    r = subprocess.run([sys.executable, '-m', 'nbconvert', '--to', 'markdown', '--stdout', str(ROOT/'nbs'/'index.ipynb')],
+                       capture_output=True, text=True, check=True)
+    readme = (ROOT/'README.md').read_text()
+    assert readme.strip() == r.stdout.strip(), 'README.md is out of date: run `make readme`'
+    assert readme.index('make demo') < readme.index('##', readme.index('make demo')) and 'make test' in readme
+    for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')): assert nb.name in readme, f'README does not list {nb.name}'
+    for m in MODULES: assert f'paddy_collab.{m}' in readme, f'README does not describe paddy_collab.{m}'
