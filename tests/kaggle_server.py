@@ -226,3 +226,56 @@ def standin_env(standin, config_dir):
     d = dict(KAGGLE_API_ENVIRONMENT=env, KAGGLE_CONFIG_DIR=str(config_dir), KAGGLE_USERNAME=standin.username)
     if standin.key: d['KAGGLE_KEY'] = standin.key
     return d
+
+
+# -- pytest fixtures shared by tests/test_kaggle.py and tests/test_secrets.py (import them by name)
+import secrets, zipfile
+from pathlib import Path
+try: import pytest
+except ImportError: pytest = None
+
+def zip_folder(src, dest):
+    "Zip folder `src` into `dest`, as Kaggle zips a competition's files (paths relative to `src`)."
+    with zipfile.ZipFile(dest, 'w') as z:
+        for f in sorted(Path(src).rglob('*')): z.write(f, f.relative_to(src))
+    return dest
+
+if pytest is not None:
+    @pytest.fixture(scope='module')
+    def standin(tmp_path_factory):
+        "A running stand-in on port 80 with a made-up key, serving a zip of the small synthetic Paddy set."
+        from paddy_collab.synth import synth_paddy
+        d = tmp_path_factory.mktemp('standin')
+        s = KaggleStandIn(username='standin-user', key=secrets.token_hex(16), port=80, hang_s=4)
+        s.comps['paddy-disease-classification'] = zip_folder(synth_paddy(d/'src', n_per_class=2, n_test=4, size=(64, 80)), d/'paddy.zip').read_bytes()
+        with s: yield s
+
+    @pytest.fixture
+    def kenv(standin, tmp_path, monkeypatch):
+        "The stand-in, with this process's environment pointing the client at it: its credentials only, a fresh HOME, 2 s timeouts."
+        import paddy_collab.kaggle as pk
+        for k in list(os.environ):
+            if k.startswith('KAGGLE_') or k in ('VERBOSE', 'VERBOSE_OUTPUT'): monkeypatch.delenv(k)
+        monkeypatch.setenv('HOME', str(tmp_path/'home'))
+        monkeypatch.delenv('XDG_CONFIG_HOME', raising=False)
+        for k, v in standin_env(standin, tmp_path/'cfg').items(): monkeypatch.setenv(k, v)
+        monkeypatch.setattr(pk, 'kaggle_timeout', 2.)
+        monkeypatch.chdir(tmp_path)
+        standin._faults.clear()
+        standin.token = None
+        return standin
+
+    @pytest.fixture(scope='module')
+    def built_wheel(tmp_path_factory):
+        "paddy_collab's wheel, built once per test module (a build takes seconds)."
+        import paddy_collab.kaggle as pk
+        return pk.build_wheel(tmp_path_factory.mktemp('wheel'))
+
+    @pytest.fixture
+    def fast_wheel(built_wheel, monkeypatch):
+        "Make `build_wheel` copy the module's wheel instead of building it again."
+        import shutil, paddy_collab.kaggle as pk
+        def copy(dest, root=None):
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            return Path(shutil.copy2(built_wheel, dest))
+        monkeypatch.setattr(pk, 'build_wheel', copy)

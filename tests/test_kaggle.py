@@ -1,0 +1,299 @@
+"""paddy_collab.kaggle end to end: the real `kaggle` 2.x client against the local stand-in server (tests/kaggle_server.py).
+
+Never contacts Kaggle: the `kenv` fixture sets KAGGLE_API_ENVIRONMENT=LOCALHOST, so every call goes to http://localhost/api/v1/...
+"""
+import base64, json, os, secrets, stat, subprocess, sys, time, types, zipfile
+from pathlib import Path
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kaggle_server import KaggleStandIn, standin, kenv, built_wheel, fast_wheel  # noqa: F401  (fixtures)
+import paddy_collab.kaggle as pk
+from paddy_collab.kaggle import (KaggleError, KaggleCreds, find_creds, kaggle_creds, save_kaggle_json, comp_path, push_notebook,
+                                 push_wheel_dataset, check_submission, submit)
+from paddy_collab.synth import diseases
+
+COMP = 'paddy-disease-classification'
+FILES = ['sample_submission.csv', 'test_images', 'train.csv', 'train_images']
+FAULT_MSG = {401: 'HTTP 401', 404: 'HTTP 404', 500: "problem on Kaggle's side", 'close': 'connection failed or was closed',
+             'truncate': 'connection failed or was closed', 'hang': 'no answer within 2.0 s'}
+
+
+def leftovers(folder):
+    "Everything in `folder` (recursively) that is not a finished dataset: zips, partial markers, temporary folders."
+    return [p.name for p in Path(folder).rglob('*') if p.suffix == '.zip' or 'partial' in p.name or p.name.startswith('.')]
+
+
+# -- import and credentials
+
+def test_import_needs_no_credentials_kaggle_or_torch(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KAGGLE_')} | {'HOME': str(tmp_path)}
+    code = ("import sys, paddy_collab.kaggle as k; bad = {'kaggle', 'torch', 'fastai'} & set(sys.modules); assert not bad, bad\n"
+            "assert k.find_creds() is None\n"
+            "try: k.kaggle_creds()\n"
+            "except k.KaggleError as e: print(e)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for option in ('KAGGLE_API_TOKEN', 'KAGGLE_USERNAME and KAGGLE_KEY', 'kaggle.json', 'kaggle auth login', 'Secrets'): assert option in r.stdout
+
+
+def test_creds_precedence(kenv, tmp_path, monkeypatch):
+    test_eq = lambda a, b: (a == b) or pytest.fail(f'{a!r} != {b!r}')
+    test_eq(find_creds().source, 'KAGGLE_USERNAME/KAGGLE_KEY')
+    monkeypatch.setenv('KAGGLE_API_TOKEN', 'KGAT_' + secrets.token_hex(8))
+    test_eq(find_creds().source, 'KAGGLE_API_TOKEN')  # tokens come first, as in the client
+    monkeypatch.delenv('KAGGLE_API_TOKEN')
+    (tmp_path/'home'/'.kaggle').mkdir(parents=True)
+    (tmp_path/'home'/'.kaggle'/'access_token').write_text('KGAT_' + secrets.token_hex(8))
+    test_eq(find_creds().source, 'access_token file')
+    (tmp_path/'home'/'.kaggle'/'access_token').unlink()
+    monkeypatch.delenv('KAGGLE_USERNAME'); monkeypatch.delenv('KAGGLE_KEY')
+    test_eq(find_creds(), None)
+    (tmp_path/'home'/'.kaggle'/'credentials.json').write_text(json.dumps({'refresh_token': 'r' * 20, 'username': 'oauth-user'}))
+    test_eq(find_creds().source, 'credentials.json (kaggle auth login)')
+
+
+def test_save_kaggle_json_is_private_and_used_by_the_client(kenv, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv('KAGGLE_USERNAME'); monkeypatch.delenv('KAGGLE_KEY')
+    with pytest.raises(KaggleError, match='No Kaggle credentials found'): comp_path(COMP, tmp_path/'nocreds')
+    p = save_kaggle_json(kenv.username, ask=lambda prompt: kenv.key)  # KAGGLE_CONFIG_DIR from the fixture
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert str(p) in capsys.readouterr().out  # says where
+    assert find_creds() == KaggleCreds('kaggle.json', kenv.username, p)
+    with pytest.raises(FileExistsError): save_kaggle_json(kenv.username, ask=lambda prompt: kenv.key)
+    n = len(kenv.requests)
+    comp_path(COMP, tmp_path/'data')  # authenticates with kaggle.json
+    auth = kenv.requests[n]['headers']['Authorization']
+    assert base64.b64decode(auth.split()[1]).decode() == f'{kenv.username}:{kenv.key}'
+
+
+def test_api_token_auth(kenv, tmp_path, monkeypatch):
+    kenv.token = 'KGAT_' + secrets.token_hex(16)
+    monkeypatch.delenv('KAGGLE_USERNAME'); monkeypatch.delenv('KAGGLE_KEY')
+    monkeypatch.setenv('KAGGLE_API_TOKEN', kenv.token)
+    n = len(kenv.requests)
+    comp_path(COMP, tmp_path/'data')
+    ops = [r['op'] for r in kenv.requests[n:]]
+    assert ops[0] == 'IntrospectToken' and 'DownloadDataFiles' in ops
+    assert kenv.ops('DownloadDataFiles')[-1]['headers']['Authorization'] == f'Bearer {kenv.token}'
+
+
+def test_wrong_key_is_a_clear_401(kenv, tmp_path, monkeypatch):
+    monkeypatch.setenv('KAGGLE_KEY', secrets.token_hex(16))
+    with pytest.raises(KaggleError) as e: comp_path(COMP, tmp_path/'data')
+    msg = str(e.value)
+    assert "Downloading competition 'paddy-disease-classification' failed: HTTP 401" in msg
+    assert 'rejected the credentials (KAGGLE_USERNAME/KAGGLE_KEY)' in msg
+    assert not (tmp_path/'data').exists() and leftovers(tmp_path) == []
+
+
+def test_kaggle_secrets_on_kaggle(kenv, tmp_path, monkeypatch):
+    class Secrets:
+        def get_secret(self, name):
+            if name == 'kaggle_api_token': raise KeyError(name)  # as Kaggle does for a secret that is not set
+            return {'kaggle_username': kenv.username, 'kaggle_key': kenv.key}[name]
+    monkeypatch.setitem(sys.modules, 'kaggle_secrets', types.SimpleNamespace(UserSecretsClient=Secrets))
+    monkeypatch.delenv('KAGGLE_USERNAME'); monkeypatch.delenv('KAGGLE_KEY')
+    monkeypatch.setenv('KAGGLE_KERNEL_RUN_TYPE', 'Interactive')
+    assert find_creds().source == 'Kaggle Secrets (kaggle_username, kaggle_key)'
+    # on Kaggle the competition data is attached at ../input/<comp>: no download, no API call
+    (tmp_path/'input'/COMP).mkdir(parents=True); (tmp_path/'working').mkdir(); monkeypatch.chdir(tmp_path/'working')
+    n = len(kenv.requests)
+    assert comp_path(COMP) == Path('../input')/COMP
+    with pytest.raises(FileNotFoundError, match='Add Input'): comp_path('another-comp')
+    assert len(kenv.requests) == n
+
+
+# -- competition data
+
+def test_comp_path_downloads_once_and_unzips(kenv, tmp_path, monkeypatch):
+    dest = tmp_path/'data'/COMP
+    p = comp_path(COMP, dest)
+    assert p == dest and sorted(f.name for f in p.iterdir()) == FILES
+    assert len(list((p/'train_images').rglob('*.jpg'))) == 20 and len(list((p/'test_images').glob('*.jpg'))) == 4
+    assert leftovers(tmp_path/'data') == []
+    req = kenv.ops('DownloadDataFiles')[-1]
+    assert req['json'] == {'competitionName': COMP} and kenv.ops('blob')[-1]['path'].startswith(f'/blobs/{COMP}.zip')
+    # the data is there: no request at all, and no credentials needed
+    monkeypatch.delenv('KAGGLE_USERNAME'); monkeypatch.delenv('KAGGLE_KEY')
+    n = len(kenv.requests)
+    assert comp_path(COMP, dest) == dest and len(kenv.requests) == n
+    # default folder: ./<comp>; an empty folder counts as missing
+    monkeypatch.setenv('KAGGLE_USERNAME', kenv.username); monkeypatch.setenv('KAGGLE_KEY', kenv.key)
+    (tmp_path/COMP).mkdir()
+    assert sorted(f.name for f in comp_path(COMP).iterdir()) == FILES
+
+
+@pytest.mark.parametrize('op,fault', [('DownloadDataFiles', 401), ('DownloadDataFiles', 404), ('DownloadDataFiles', 500),
+                                      ('DownloadDataFiles', 'close'), ('blob', 500), ('blob', 'truncate'), ('blob', 'hang')])
+def test_comp_path_faults_leave_nothing_and_can_be_retried(kenv, tmp_path, op, fault):
+    dest = tmp_path/'data'/COMP
+    kenv.fail(op, fault)
+    t = time.time()
+    with pytest.raises(KaggleError) as e: comp_path(COMP, dest)
+    assert time.time() - t < 30  # fails, does not hang or retry for minutes
+    msg = str(e.value)
+    assert msg.startswith(f"Downloading competition '{COMP}' failed: ") and FAULT_MSG[fault] in msg, msg
+    assert 'sig=' not in msg  # signed URLs lose their query string
+    assert not dest.exists() and leftovers(tmp_path/'data') == []
+    assert sorted(f.name for f in comp_path(COMP, dest).iterdir()) == FILES  # the retry works
+
+
+def test_comp_path_unknown_competition(kenv, tmp_path):
+    with pytest.raises(KaggleError, match="'no-such-comp' failed: HTTP 404.*check the name"): comp_path('no-such-comp', tmp_path/'x')
+
+
+# -- kernels
+
+def _nb_with_outputs(path):
+    nb = {'nbformat': 4, 'nbformat_minor': 5, 'metadata': {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}, 'widgets': {'x': 1}},
+          'cells': [{'cell_type': 'markdown', 'metadata': {}, 'source': ['# Paddy: first steps\n', 'Some text']},
+                    {'cell_type': 'code', 'metadata': {'scrolled': True}, 'execution_count': 3, 'source': ['print("hi")'],
+                     'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': ['OUTPUT-THAT-MUST-NOT-LEAK\n']}]}]}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_push_notebook_request(kenv, tmp_path):
+    nb = _nb_with_outputs(tmp_path/'paddy.ipynb')
+    assert 'OUTPUT-THAT-MUST-NOT-LEAK' in nb.read_text()
+    res = push_notebook(nb, comp=COMP, datasets=['someone/extra-data'], wheel_ds='standin-user/paddy-collab-wheels',
+                        private=False, gpu=True, internet=False)
+    req = kenv.ops('SaveKernel')[-1]['json']
+    assert res['ref'] == req['slug'] == 'standin-user/paddy-first-steps' and res['url'].endswith('/code/standin-user/paddy-first-steps')
+    assert req['newTitle'] == 'Paddy: first steps' and req['language'] == 'python' and req['kernelType'] == 'notebook'
+    assert req['isPrivate'] is False and req['enableGpu'] is True and req['enableInternet'] is False
+    assert req['competitionDataSources'] == [f'competitions/{COMP}']
+    assert req['datasetDataSources'] == ['someone/extra-data', 'standin-user/paddy-collab-wheels']
+    assert 'OUTPUT-THAT-MUST-NOT-LEAK' not in req['text']
+    pushed = json.loads(req['text'])
+    code = [c for c in pushed['cells'] if c['cell_type'] == 'code']
+    assert all(c.get('outputs') == [] and c.get('execution_count') is None and c['metadata'] == {} for c in code)
+    assert 'widgets' not in pushed['metadata']
+    first = pushed['cells'][0]['source']
+    assert 'pip install --no-index --find-links /kaggle/input/paddy-collab-wheels paddy_collab' in first
+    assert "'--find-links', '/kaggle/input/paddy-collab-wheels'" in first and "KAGGLE_KERNEL_RUN_TYPE" in first
+    assert pushed['cells'][1]['source'].startswith('# Paddy: first steps')
+
+
+def test_install_cell_runs_only_on_kaggle(monkeypatch):
+    "Outside Kaggle the install cell does nothing; on Kaggle it calls pip with --no-index --find-links."
+    src = pk.install_cell('u/paddy-collab-wheels')['source']
+    calls = []
+    fake = types.SimpleNamespace(run=lambda cmd, **kw: calls.append(cmd) or types.SimpleNamespace(returncode=0))
+    monkeypatch.setitem(sys.modules, 'subprocess', fake)
+    monkeypatch.delenv('KAGGLE_KERNEL_RUN_TYPE', raising=False)
+    exec(src, {}); assert calls == []
+    monkeypatch.setenv('KAGGLE_KERNEL_RUN_TYPE', 'Batch')
+    exec(src, {})
+    assert calls == [[sys.executable, '-m', 'pip', 'install', '-q', '--no-index', '--find-links', '/kaggle/input/paddy-collab-wheels', 'paddy_collab']]
+
+
+def test_push_notebook_bad_input(kenv, tmp_path):
+    n = len(kenv.requests)
+    with pytest.raises(FileNotFoundError): push_notebook(tmp_path/'missing.ipynb')
+    (tmp_path/'bad.ipynb').write_text('{not json')
+    with pytest.raises(ValueError, match='not valid notebook JSON'): push_notebook(tmp_path/'bad.ipynb')
+    with pytest.raises(ValueError, match="'owner/slug'"): push_notebook(_nb_with_outputs(tmp_path/'a.ipynb'), datasets=['no-owner'])
+    assert [r['op'] for r in kenv.requests[n:]] == []
+
+
+@pytest.mark.parametrize('fault', [401, 404, 500, 'close'])
+def test_push_notebook_faults(kenv, tmp_path, fault):
+    kenv.fail('SaveKernel', fault)
+    with pytest.raises(KaggleError) as e: push_notebook(_nb_with_outputs(tmp_path/'paddy.ipynb'))
+    msg = str(e.value)
+    assert msg.startswith("Pushing paddy.ipynb as kernel 'standin-user/paddy-first-steps' failed: ") and FAULT_MSG[fault] in msg, msg
+
+
+# -- the wheel dataset
+
+def test_push_wheel_dataset_carries_the_wheel(kenv, fast_wheel):
+    res = push_wheel_dataset(slug='paddy-wheels-test')  # the wheel `build_wheel` built for this module
+    ref = 'standin-user/paddy-wheels-test'
+    assert res['ref'] == ref and res['created'] and res['url'].endswith(ref)
+    req = kenv.ops('CreateDataset')[-1]['json']
+    assert (req['ownerSlug'], req['slug'], req['title'], req['licenseName'], req['isPrivate']) == ('standin-user', 'paddy-wheels-test', 'paddy_collab wheels', 'apache-2.0', True)
+    files = kenv.datasets[ref]
+    (name, data), = files.items()
+    assert name.startswith('paddy_collab-') and name.endswith('-py3-none-any.whl') and res['wheels'] == [name]
+    import io
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert 'paddy_collab/kaggle.py' in names and 'paddy_collab/core.py' in names
+    assert 'dataset-metadata.json' not in files
+    res2 = push_wheel_dataset(slug='paddy-wheels-test', notes='second')
+    assert not res2['created'] and kenv.ops('CreateDatasetVersion')[-1]['json']['body']['versionNotes'] == 'second'
+
+
+def test_push_wheel_dataset_extra_wheel_and_faults(kenv, tmp_path, fast_wheel):
+    extra = tmp_path/'fastkaggle-0.0.9-py3-none-any.whl'
+    with zipfile.ZipFile(extra, 'w') as z: z.writestr('fastkaggle/__init__.py', '')
+    res = push_wheel_dataset(slug='paddy-wheels-extra', extra_wheels=[extra])
+    assert sorted(kenv.datasets['standin-user/paddy-wheels-extra']) == res['wheels'] and extra.name in res['wheels']
+    kenv.fail('upload', 'close')
+    with pytest.raises(KaggleError, match=r"Pushing paddy_collab-.*\.whl as dataset 'standin-user/paddy-wheels-f' failed: the connection"):
+        push_wheel_dataset(slug='paddy-wheels-f')
+    kenv.fail('GetDatasetStatus', 500)
+    with pytest.raises(KaggleError, match="Checking whether dataset 'standin-user/paddy-wheels-f' exists failed: HTTP 500"):
+        push_wheel_dataset(slug='paddy-wheels-f')
+    with pytest.raises(ValueError, match='6-50'): push_wheel_dataset(slug='abc')
+
+
+# -- submissions
+
+@pytest.fixture
+def comp_dir(kenv, tmp_path):
+    return comp_path(COMP, tmp_path/'data'/COMP)
+
+
+def test_submit_reaches_the_server_with_its_message(kenv, comp_dir, tmp_path):
+    sub = pd.read_csv(comp_dir/'sample_submission.csv').assign(label=diseases[3])
+    sub.to_csv(tmp_path/'submission.csv', index=False)
+    res = submit(tmp_path/'submission.csv', COMP, 'blast everywhere', path=comp_dir)
+    assert res['message'] == f'Successfully submitted to {COMP}' and res['ref'] == len(kenv.submissions)
+    assert kenv.submissions[-1] == dict(comp=COMP, message='blast everywhere', csv=(tmp_path/'submission.csv').read_bytes())
+    start = kenv.ops('StartSubmissionUpload')[-1]['json']
+    assert start['competitionName'] == COMP and start['fileName'] == 'submission.csv'
+    # the sample defaults to ./<comp>/sample_submission.csv
+    (tmp_path/COMP).symlink_to(comp_dir)
+    assert submit(tmp_path/'submission.csv', COMP, 'again')['message'].startswith('Successfully')
+
+
+def test_check_submission_catches_mistakes(kenv, comp_dir, tmp_path):
+    smp = pd.read_csv(comp_dir/'sample_submission.csv')
+    good = smp.assign(label=diseases[0])
+    bad = {'renamed column': (good.rename(columns={'label': 'disease'}), 'has columns'),
+           'missing id': (good.iloc[1:], 'lacks 1 image_id'),
+           'duplicate id': (pd.concat([good, good.iloc[:1]]), 'more than once'),
+           'extra id': (pd.concat([good, pd.DataFrame({'image_id': ['999.jpg'], 'label': [diseases[0]]})]), 'not in sample_submission.csv'),
+           'unknown label': (good.assign(label='blst'), "unknown label(s) ['blst']"),
+           'empty label': (good.assign(label=None), 'empty value')}
+    n = len(kenv.requests)
+    for what, (df, msg) in bad.items():
+        df.to_csv(tmp_path/'bad.csv', index=False)
+        with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace(')', r'\)').replace('[', r'\[').replace(']', r'\]')): submit(tmp_path/'bad.csv', COMP, what, path=comp_dir)
+    good.to_csv(tmp_path/'good.csv', index=False)
+    check_submission(tmp_path/'good.csv', comp_dir/'sample_submission.csv')
+    with pytest.raises(ValueError, match='unknown label'): check_submission(tmp_path/'good.csv', comp_dir/'sample_submission.csv', labels={'label': ['normal']})
+    with pytest.raises(ValueError, match='message'): submit(tmp_path/'good.csv', COMP, '  ', path=comp_dir)
+    with pytest.raises(FileNotFoundError, match='sample_submission.csv not found'): submit(tmp_path/'good.csv', 'other-comp', 'x')
+    assert len(kenv.requests) == n  # nothing was sent
+
+
+@pytest.mark.parametrize('op,fault', [('StartSubmissionUpload', 401), ('StartSubmissionUpload', 404), ('CreateSubmission', 500),
+                                      ('CreateSubmission', 'close'), ('upload', 500), ('upload', 'close'), ('StartSubmissionUpload', 'hang')])
+def test_submit_faults(kenv, comp_dir, tmp_path, op, fault):
+    pd.read_csv(comp_dir/'sample_submission.csv').to_csv(tmp_path/'submission.csv', index=False)
+    n = len(kenv.submissions)
+    kenv.fail(op, fault)
+    t = time.time()
+    with pytest.raises(KaggleError) as e: submit(tmp_path/'submission.csv', COMP, 'fault', path=comp_dir)
+    assert time.time() - t < 30
+    msg = str(e.value)
+    assert msg.startswith(f"Submitting submission.csv to '{COMP}' failed: ") and FAULT_MSG[fault] in msg, msg
+    assert len(kenv.submissions) == n
+
+
+def test_port_taken_is_a_clear_error(standin):
+    with pytest.raises(RuntimeError, match='cannot listen on 127.0.0.1:80'): KaggleStandIn(port=80).start()
