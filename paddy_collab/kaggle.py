@@ -227,6 +227,15 @@ def kaggle_api(timeout:float|None=None, # seconds per HTTP request; default `kag
     return api
 
 # %% ../nbs/20_kaggle.ipynb
+def _clean_stale(dest:Path, max_age:float=3600.):
+    "Remove temporary download folders beside `dest` left by a killed process (nothing written in them for `max_age` s)."
+    import time
+    for d in dest.parent.glob(f'.{dest.name}.*.partial'):
+        try: newest = max([f.stat().st_mtime for f in d.rglob('*')] + [d.stat().st_mtime])
+        except OSError: continue
+        if time.time() - newest > max_age: shutil.rmtree(d, ignore_errors=True)
+
+# %% ../nbs/20_kaggle.ipynb
 def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classification'
               path=None, # local folder for its files; default `./<comp>`
              )->Path: # the folder holding the competition's files
@@ -240,6 +249,7 @@ def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classi
     if dest.is_dir() and any(dest.iterdir()): return dest  # already there: no sign-in, no API call
     api = kaggle_api()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.partial', dir=dest.parent))
     try:
         with _kaggle_op(f"Downloading competition {comp!r}", api):
@@ -254,18 +264,23 @@ def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classi
     return dest
 
 # %% ../nbs/20_kaggle.ipynb
-def kernel_slug(title:str)->str:
-    "The URL slug Kaggle derives from a kernel `title`."
-    return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')
+def kernel_slug(title:str, # a kernel title, e.g. 'Paddy: first steps'
+               )->str: # e.g. 'paddy-first-steps'
+    "The URL slug Kaggle derives from a kernel `title` (python-slugify's, as the kaggle client uses)."
+    try: from slugify import slugify  # a dependency of `kaggle`
+    except ImportError: return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')
+    return slugify(title)
 
-def nb_title(nb:dict)->str|None:
+def nb_title(nb:dict, # a notebook's JSON, as a `dict`
+            )->str|None:
     "The notebook's title: the first markdown heading `# ...`, if any."
     for c in nb.get('cells', []):
         src = ''.join(c.get('source', ''))
         if c.get('cell_type') == 'markdown' and (m := re.match(r'\s*#\s+(.+)', src)): return m.group(1).strip()
     return None
 
-def clean_nb(nb:dict)->dict:
+def clean_nb(nb:dict, # a notebook's JSON, as a `dict` (left unchanged)
+            )->dict:
     "A copy of notebook `nb` (its JSON as a `dict`) without outputs, execution counts or cell metadata."
     nb = json.loads(json.dumps(nb))
     for c in nb.get('cells', []):
@@ -274,7 +289,8 @@ def clean_nb(nb:dict)->dict:
     nb['metadata'] = {k: v for k, v in nb.get('metadata', {}).items() if k in ('kernelspec', 'language_info')}
     return nb
 
-def install_cell(ds:str)->dict:
+def install_cell(ds:str, # the dataset holding the wheel, 'owner/slug'
+                )->dict: # a code cell, as notebook JSON
     "A notebook cell that, on Kaggle only, installs paddy_collab offline from the attached dataset `ds` ('owner/slug')."
     d = f'/kaggle/input/{ds.split("/")[-1]}'
     src = (f"# On Kaggle, install paddy_collab from the attached dataset {ds} (no internet needed):\n"

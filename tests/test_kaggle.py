@@ -140,6 +140,16 @@ def test_comp_path_faults_leave_nothing_and_can_be_retried(kenv, tmp_path, op, f
     assert sorted(f.name for f in comp_path(COMP, dest).iterdir()) == FILES  # the retry works
 
 
+def test_comp_path_removes_stale_partial_downloads(kenv, tmp_path):
+    "A download killed outright (SIGKILL) leaves a hidden temporary folder; the next download removes it once it is old."
+    (tmp_path/'data').mkdir()
+    stale, fresh = tmp_path/'data'/f'.{COMP}.old1.partial', tmp_path/'data'/f'.{COMP}.new1.partial'
+    for d in (stale, fresh): (d/'zip').mkdir(parents=True); (d/'zip'/f'{COMP}.zip').write_bytes(b'half a zip')
+    for f in [stale, *stale.rglob('*')]: os.utime(f, (time.time() - 7200,) * 2)
+    comp_path(COMP, tmp_path/'data'/COMP)
+    assert not stale.exists() and fresh.exists()  # `fresh` may belong to a download still running
+
+
 def test_comp_path_unknown_competition(kenv, tmp_path):
     with pytest.raises(KaggleError, match="'no-such-comp' failed: HTTP 404.*check the name"): comp_path('no-such-comp', tmp_path/'x')
 
