@@ -16,7 +16,8 @@ from .core import *
 
 # %% auto 0
 __all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
-           'fast_collab_dls']
+           'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused', 'LazyAdamW', 'lazy_adamw',
+           'sparse_embeddings']
 
 # %% ../nbs/09_fastcollab.ipynb
 def collab_split(n:int, # number of ratings
@@ -163,3 +164,84 @@ def fast_collab_dls(ratings, valid_pct=0.2, user_name=None, item_name=None, rati
     "Shortcut for `TensorCollabDataLoaders.from_df`: `CollabDataLoaders.from_df`'s split over tensors."
     return TensorCollabDataLoaders.from_df(ratings, valid_pct=valid_pct, user_name=user_name, item_name=item_name,
                                            rating_name=rating_name, seed=seed, bs=bs, **kwargs)
+
+# %% ../nbs/09_fastcollab.ipynb
+def _defines(cb, event_name): return event_name in cb.__dict__ or getattr(type(cb), event_name, None) is not None
+
+class LeanLearner(Learner):
+    "A `Learner` that calls each callback only for the events it defines; results are the same as `Learner`'s."
+    def _call_one(self, event_name):
+        if not hasattr(event, event_name): raise Exception(f'missing {event_name}')
+        cache = self.__dict__.setdefault('_lean_cbs', {})
+        key = (event_name, *map(id, self.cbs))
+        if key not in cache:
+            if len(cache)>1000: cache.clear()
+            # every callback sees after_fit: `Callback.__call__` resets `run` there
+            cache[key] = [cb for cb in self.cbs.sorted('order') if event_name=='after_fit' or _defines(cb, event_name)]
+        for cb in cache[key]: cb(event_name)
+
+@delegates(collab_learner)
+def fast_collab_learner(dls, n_factors=50, use_nn=False, emb_szs=None, layers=None, config=None, y_range=None, loss_func=None, **kwargs):
+    "`collab_learner`, returning a `LeanLearner`."
+    learn = collab_learner(dls, n_factors=n_factors, use_nn=use_nn, emb_szs=emb_szs, layers=layers, config=config,
+                           y_range=y_range, loss_func=loss_func, **kwargs)
+    learn.__class__ = LeanLearner
+    return learn
+
+# %% ../nbs/09_fastcollab.ipynb
+def adamw_fused(params, # parameters or parameter groups, as fastai's `Learner` passes them
+                lr:float=1e-3, mom:float=0.9, sqr_mom:float=0.99, eps:float=1e-5, wd:float=0.01, # fastai `Adam`'s defaults
+               )->OptimWrapper:
+    "PyTorch's fused `AdamW` (foreach where fused is unavailable) behind fastai's `OptimWrapper`, with fastai `Adam`'s defaults."
+    ps = L(params)
+    dev = (ps[0][0] if isinstance(ps[0], (L,list)) else ps[0]).device
+    fused = dev.type in ('cpu','cuda')
+    return OptimWrapper(params, opt=partial(torch.optim.AdamW, fused=fused, foreach=None if fused else True),
+                        lr=lr, betas=(mom,sqr_mom), eps=eps, weight_decay=wd)
+
+# %% ../nbs/09_fastcollab.ipynb
+class LazyAdamW(torch.optim.Optimizer):
+    "AdamW that updates, for a sparse gradient, only the rows it holds (moments, decoupled weight decay, values); dense gradients get plain AdamW."
+    def __init__(self, params, lr:float=1e-3, betas=(0.9,0.99), eps:float=1e-5, weight_decay:float=0.01):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for g in self.param_groups:
+            lr,(b1,b2),eps,wd = g['lr'],g['betas'],g['eps'],g['weight_decay']
+            for p in g['params']:
+                if p.grad is None: continue
+                st = self.state[p]
+                if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                st['step'] += 1
+                bc1,bc2 = 1-b1**st['step'],1-b2**st['step']
+                m,v = st['exp_avg'],st['exp_avg_sq']
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    idx,gv = grad.indices()[0],grad.values()
+                    mr = m.index_select(0, idx).mul_(b1).add_(gv, alpha=1-b1)
+                    vr = v.index_select(0, idx).mul_(b2).addcmul_(gv, gv, value=1-b2)
+                    pr = p.index_select(0, idx).mul_(1-lr*wd)
+                    pr.addcdiv_(mr, vr.sqrt().div_(math.sqrt(bc2)).add_(eps), value=-lr/bc1)
+                    m.index_copy_(0, idx, mr); v.index_copy_(0, idx, vr); p.index_copy_(0, idx, pr)
+                else:
+                    p.mul_(1-lr*wd)
+                    m.mul_(b1).add_(grad, alpha=1-b1)
+                    v.mul_(b2).addcmul_(grad, grad, value=1-b2)
+                    p.addcdiv_(m, v.sqrt().div_(math.sqrt(bc2)).add_(eps), value=-lr/bc1)
+        return loss
+
+def lazy_adamw(params, lr:float=1e-3, mom:float=0.9, sqr_mom:float=0.99, eps:float=1e-5, wd:float=0.01)->OptimWrapper:
+    "`LazyAdamW` behind fastai's `OptimWrapper`: pass as `opt_func` with `sparse_embeddings(model)`."
+    return OptimWrapper(params, opt=LazyAdamW, lr=lr, betas=(mom,sqr_mom), eps=eps, weight_decay=wd)
+
+def sparse_embeddings(model:nn.Module, # e.g. `EmbeddingDotBias`, `EmbeddingNN`, or the lesson's `DotProductBias`
+                      sparse:bool=True)->nn.Module: # the same model, changed in place
+    "Make every `nn.Embedding` in `model` produce sparse (`True`) or dense (`False`) gradients."
+    for m in model.modules():
+        if isinstance(m, nn.Embedding): m.sparse = sparse
+    return model
