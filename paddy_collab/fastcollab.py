@@ -17,7 +17,7 @@ from .core import *
 # %% auto 0
 __all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
            'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused', 'LazyAdamW', 'lazy_adamw',
-           'sparse_embeddings']
+           'sparse_embeddings', 'synth_ratings']
 
 # %% ../nbs/09_fastcollab.ipynb
 def collab_split(n:int, # number of ratings
@@ -245,3 +245,31 @@ def sparse_embeddings(model:nn.Module, # e.g. `EmbeddingDotBias`, `EmbeddingNN`,
     for m in model.modules():
         if isinstance(m, nn.Embedding): m.sparse = sparse
     return model
+
+# %% ../nbs/09_fastcollab.ipynb
+def synth_ratings(n_users:int=944, n_items:int=1665, n_ratings:int=100_000, # sizes (defaults: MovieLens 100k's)
+                  n_factors:int=8, # rank of the true model
+                  noise:float=0.5, # standard deviation of the rating noise
+                  half_stars:bool=True, # round to 0.5 and clip to [0.5, 5], as MovieLens 25M
+                  alpha:float=0.8, # popularity skew: user/item `k` (random order) is drawn with weight `1/(k+10)**alpha`
+                  seed:int=0, chunk:int=2_000_000, # ratings generated at a time (bounds the temporary memory)
+                 )->pd.DataFrame: # columns `user`, `item` (int32) and `rating` (float32)
+    "Ratings from a random low-rank model plus noise, with long-tailed user and item popularity."
+    if min(n_users, n_items, n_ratings, n_factors)<1: raise ValueError(f"sizes must be positive: {n_users=}, {n_items=}, {n_ratings=}, {n_factors=}")
+    rng = np.random.default_rng(seed)
+    def _pop(n):
+        w = 1/(np.arange(n)+10.)**alpha
+        return np.cumsum(rng.permutation(w)/w.sum())
+    cu,ci = _pop(n_users),_pop(n_items)
+    s = (0.6/n_factors)**0.25  # factors' std: the dot product has variance about 0.6
+    U,V = rng.normal(0, s, (n_users,n_factors)).astype(np.float32),rng.normal(0, s, (n_items,n_factors)).astype(np.float32)
+    bu,bi = rng.normal(0, 0.35, n_users).astype(np.float32),rng.normal(0, 0.45, n_items).astype(np.float32)
+    users,items,r = np.empty(n_ratings, np.int32),np.empty(n_ratings, np.int32),np.empty(n_ratings, np.float32)
+    for a in range(0, n_ratings, chunk):
+        b = min(a+chunk, n_ratings)
+        u = np.minimum(np.searchsorted(cu, rng.random(b-a)), n_users-1)
+        i = np.minimum(np.searchsorted(ci, rng.random(b-a)), n_items-1)
+        users[a:b],items[a:b] = u,i
+        r[a:b] = 3.5 + bu[u] + bi[i] + np.einsum('ij,ij->i', U[u], V[i]) + rng.normal(0, noise, b-a).astype(np.float32)
+    if half_stars: r = np.clip(np.round(r*2)/2, 0.5, 5.0).astype(np.float32)
+    return pd.DataFrame({'user':users, 'item':items, 'rating':r})
