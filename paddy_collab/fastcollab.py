@@ -17,7 +17,7 @@ from .core import *
 # %% auto 0
 __all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
            'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused', 'LazyAdamW', 'lazy_adamw',
-           'sparse_embeddings', 'synth_ratings']
+           'FastEmbedding', 'fast_embeddings', 'synth_ratings']
 
 # %% ../nbs/09_fastcollab.ipynb
 def collab_split(n:int, # number of ratings
@@ -114,7 +114,7 @@ class TensorCollabDataLoaders(DataLoaders):
                 shuffle:bool=True, # shuffle the training set each epoch (and drop its last partial batch)
                 device=None, # default: `default_device()`
                 idx_dtype=torch.long, # `torch.int32` to halve the memory of the indices
-                y_dtype=torch.float32, # `torch.float16` or `torch.bfloat16` to halve the memory of the ratings
+                y_dtype=torch.float32, # `torch.bfloat16` halves the memory of the ratings (half stars are exact)
                ):
         "Create `DataLoaders` over tensors from `ratings`, split as `CollabDataLoaders.from_df` splits it."
         if not isinstance(ratings, pd.DataFrame): raise TypeError(f"ratings must be a pandas DataFrame, got {type(ratings).__name__}")
@@ -236,14 +236,36 @@ class LazyAdamW(torch.optim.Optimizer):
         return loss
 
 def lazy_adamw(params, lr:float=1e-3, mom:float=0.9, sqr_mom:float=0.99, eps:float=1e-5, wd:float=0.01)->OptimWrapper:
-    "`LazyAdamW` behind fastai's `OptimWrapper`: pass as `opt_func` with `sparse_embeddings(model)`."
+    "`LazyAdamW` behind fastai's `OptimWrapper`: pass as `opt_func`, with `fast_embeddings(model, sparse=True)`."
     return OptimWrapper(params, opt=LazyAdamW, lr=lr, betas=(mom,sqr_mom), eps=eps, weight_decay=wd)
 
-def sparse_embeddings(model:nn.Module, # e.g. `EmbeddingDotBias`, `EmbeddingNN`, or the lesson's `DotProductBias`
-                      sparse:bool=True)->nn.Module: # the same model, changed in place
-    "Make every `nn.Embedding` in `model` produce sparse (`True`) or dense (`False`) gradients."
+class _RowGather(torch.autograd.Function):
+    "`weight[idx]`; its backward is one `index_add_` (dense) or a sparse gradient over the unique rows, already coalesced"
+    @staticmethod
+    def forward(ctx, weight, idx, sparse):
+        ctx.save_for_backward(idx); ctx.shape,ctx.sparse = weight.shape,sparse
+        return weight.index_select(0, idx)
+    @staticmethod
+    def backward(ctx, g):
+        idx, = ctx.saved_tensors
+        g = g.contiguous()
+        if not ctx.sparse: return g.new_zeros(ctx.shape).index_add_(0, idx, g),None,None
+        uniq,inv = torch.unique(idx, return_inverse=True)
+        vals = g.new_zeros(len(uniq), ctx.shape[1]).index_add_(0, inv, g)
+        return torch.sparse_coo_tensor(uniq[None].long(), vals, ctx.shape, is_coalesced=True, check_invariants=False),None,None
+
+class FastEmbedding(nn.Embedding):
+    "An `nn.Embedding` whose backward scatters with `index_add_` (dense) or returns a coalesced sparse gradient (`sparse=True`)."
+    def forward(self, x):
+        if self.padding_idx is not None or self.max_norm is not None or self.scale_grad_by_freq: return super().forward(x)
+        return _RowGather.apply(self.weight, x.reshape(-1), self.sparse).view(*x.shape, self.embedding_dim)
+
+def fast_embeddings(model:nn.Module, # e.g. `EmbeddingDotBias`, `EmbeddingNN`, or the lesson's `DotProductBias`
+                    sparse:bool=False, # sparse gradients (for `lazy_adamw`) instead of dense ones
+                   )->nn.Module: # the same model, changed in place; its `state_dict` is unchanged
+    "Turn every `nn.Embedding` in `model` into a `FastEmbedding`, with sparse or dense gradients."
     for m in model.modules():
-        if isinstance(m, nn.Embedding): m.sparse = sparse
+        if isinstance(m, nn.Embedding): m.__class__,m.sparse = FastEmbedding,sparse
     return model
 
 # %% ../nbs/09_fastcollab.ipynb
