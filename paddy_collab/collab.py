@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_collab.ipynb 2
 from __future__ import annotations
-import difflib
+import difflib, random
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -14,13 +14,16 @@ from fastai.collab import EmbeddingDotBias, EmbeddingNN, CollabDataLoaders, coll
 from fastai.tabular.model import TabularModel, get_emb_sz, emb_sz_rule
 from fastai.layers import Embedding, sigmoid_range
 from .core import *
+from .fastcollab import TensorCollabDataLoaders
 from copy import deepcopy  # after the star imports, which bring a different `copy`
 
 # %% auto 0
-__all__ = ['load_movielens', 'check_ratings', 'DotProduct', 'create_params', 'DotProductBias', 'collab_names', 'collab_emb_szs',
-           'CollabNN', 'synth_ratings', 'collab_weights', 'collab_predict', 'expected_rating', 'ce_rating_mse',
-           'UnknownNameError', 'collab_idx', 'top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca',
-           'nearest_items', 'recommend', 'average_user', 'new_user_model', 'recommend_new_user']
+__all__ = ['collab_kinds', 'load_movielens', 'check_ratings', 'DotProduct', 'create_params', 'DotProductBias', 'collab_names',
+           'collab_emb_szs', 'CollabNN', 'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating',
+           'ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'reseed', 'movielens_dls',
+           'collab_model_learner', 'fit_movielens', 'UnknownNameError', 'collab_idx', 'top_biases', 'plot_biases',
+           'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend', 'average_user', 'new_user_model',
+           'recommend_new_user']
 
 # %% ../nbs/10_collab.ipynb
 def load_movielens(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()` (`untar_data(URLs.ML_100k)`)
@@ -149,14 +152,15 @@ class CollabNN(Module):
         return cls(*collab_emb_szs(dls, emb_szs), **kwargs)
 
 # %% ../nbs/10_collab.ipynb
-def synth_ratings(n_users:int=100, # number of users
-                  n_items:int=80, # number of items
-                  n_factors:int=3, # rank of the generating factors
-                  noise:float=0.3, # std of the Gaussian noise added to each rating
-                  density:float=1.0, # fraction of (user, item) pairs that are rated
-                  seed:int=42, # random seed
-                 )->pd.DataFrame: # user, title, rating (float, clipped to [0.5, 5])
-    "Ratings from known low-rank factors plus biases plus noise: `user_bias + item_bias + u·i + 3 + noise`."
+def lowrank_ratings(n_users:int=100, # number of users
+                    n_items:int=80, # number of items
+                    n_factors:int=3, # rank of the generating factors
+                    noise:float=0.3, # std of the Gaussian noise added to each rating
+                    density:float=1.0, # fraction of (user, item) pairs that are rated, uniformly at random
+                    clip:tuple|None=(0.5, 5.), # clip the ratings to this range; None keeps the noise exactly Gaussian
+                    seed:int=42, # random seed
+                   )->pd.DataFrame: # user, title, rating (float32)
+    "Ratings from known low-rank factors plus biases plus Gaussian noise: `3 + user_bias + item_bias + u·i + noise`."
     rng = np.random.default_rng(seed)
     u,i = rng.normal(0, 0.6, (n_users, n_factors)),rng.normal(0, 0.6, (n_items, n_factors))
     bu,bi = rng.normal(0, 0.3, n_users),rng.normal(0, 0.3, n_items)
@@ -165,7 +169,8 @@ def synth_ratings(n_users:int=100, # number of users
     keep = rng.random(len(uu)) < density
     uu,ii = uu[keep],ii[keep]
     r = 3 + bu[uu] + bi[ii] + (u[uu]*i[ii]).sum(1) + rng.normal(0, noise, len(uu))
-    return pd.DataFrame({'user': uu+1, 'title': [f'movie {o}' for o in ii], 'rating': np.clip(r, 0.5, 5.).astype('float32')})
+    if clip is not None: r = np.clip(r, *clip)
+    return pd.DataFrame({'user': uu+1, 'title': [f'movie {o}' for o in ii], 'rating': r.astype('float32')})
 
 # %% ../nbs/10_collab.ipynb
 def _w(o): return o.weight if isinstance(o, nn.Module) else o
@@ -204,9 +209,98 @@ def expected_rating(logits:Tensor, # (n, n_classes) logits, class k meaning rati
     "The expected rating under the softmax of `logits`."
     return (logits.float().softmax(-1) * torch.arange(first, first+logits.shape[-1], device=logits.device)).sum(-1)
 
+def ce_rating_loss(inp, # (n, n_classes) logits
+                   targ, # ratings `first`, `first+1`, ... (any float or int dtype, any shape with n elements)
+                   first:int=1): # the rating of class 0
+    "Cross-entropy of logits `inp` against integer ratings `targ`, class k meaning rating `first+k`."
+    return F.cross_entropy(inp, targ.view(-1).round().long()-first)
+
 def ce_rating_mse(inp, targ, first:int=1):
-    "MSE of the expected rating of 5-class logits `inp` against class targets `targ` (class k = rating `first+k`)."
-    return F.mse_loss(expected_rating(inp, first), targ.view(-1).float()+first)
+    "MSE between the expected rating under logits `inp` and the ratings `targ`."
+    return F.mse_loss(expected_rating(inp, first), targ.view(-1).float())
+
+def ce_rating_acc(inp, targ, first:int=1):
+    "How often the most likely class of logits `inp` is the rating `targ`."
+    return ((inp.argmax(-1)+first) == targ.view(-1).round().long()).float().mean()
+
+def rating_acc(inp, targ, lo:int=1, hi:int=5):
+    "How often a regression prediction `inp`, rounded and clipped to [`lo`, `hi`], is the rating `targ`."
+    return (inp.view(-1).round().clamp(lo, hi) == targ.view(-1).round()).float().mean()
+
+# %% ../nbs/10_collab.ipynb
+def reseed(dls=None, # `DataLoaders` whose shuffling to restart, if any
+           seed:int=42):
+    "`set_seed(seed)` and restart each of `dls`' loaders' shuffling from `seed`."
+    set_seed(seed, reproducible=True)
+    if dls is not None:
+        for dl in dls.loaders: dl.rng = random.Random(seed)
+
+def movielens_dls(ratings:pd.DataFrame|None=None, # default `load_movielens()`
+                  bs:int=64, # batch size
+                  seed:int=42, # seed of the random 80/20 split
+                  fast:bool=True, # `TensorCollabDataLoaders` (same split, faster) or fastai's `CollabDataLoaders`
+                  valid_pct:float=0.2, # fraction of ratings in the validation set
+                  item_name:str='title', # item column
+                 ): # collab `DataLoaders` over user, `item_name` and rating
+    "The lesson's `CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed)`, over tensors if `fast`."
+    if ratings is None: ratings = load_movielens()
+    check_ratings(ratings, 'user', item_name, 'rating')
+    f = TensorCollabDataLoaders.from_df if fast else CollabDataLoaders.from_df
+    return f(ratings, valid_pct=valid_pct, user_name='user', item_name=item_name, rating_name='rating', seed=seed, bs=bs)
+
+# %% ../nbs/10_collab.ipynb
+collab_kinds = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')
+_fit_cache, _dls_cache = {}, {}
+
+def collab_model_learner(kind:str, # one of `collab_kinds`
+                         dls, # collab `DataLoaders`
+                         n_factors:int=50, # factors of the dot-product models
+                         y_range:tuple|None=(0, 5.5), # output range of the regression models
+                         **kwargs): # passed to `Learner`
+    "A `Learner` on `dls` for the lesson's model `kind` (untrained)."
+    if kind not in collab_kinds: raise ValueError(f"kind must be one of {collab_kinds}, got {kind!r}")
+    if kind=='fastai': return collab_learner(dls, n_factors=n_factors, y_range=y_range, **kwargs)
+    if kind=='fastai_nn': return collab_learner(dls, use_nn=True, layers=[100, 50], y_range=y_range, **kwargs)
+    if kind=='ce':
+        return Learner(dls, CollabNN.from_dls(dls, y_range=None, n_out=5), loss_func=ce_rating_loss, metrics=[ce_rating_mse, ce_rating_acc], **kwargs)
+    n_users,n_items = (len(dls.classes[c]) for c in collab_names(dls))
+    model = {'dot': lambda: DotProduct(n_users, n_items, n_factors, y_range), 'bias': lambda: DotProductBias(n_users, n_items, n_factors, y_range),
+             'nn': lambda: CollabNN.from_dls(dls, y_range=y_range)}[kind]()
+    return Learner(dls, model, loss_func=MSELossFlat(), **kwargs)
+
+def fit_movielens(kind:str='fastai', # one of `collab_kinds`
+                  n_epoch:int=5, # epochs of `fit_one_cycle`
+                  lr:float=5e-3, # maximum learning rate
+                  wd:float|None=0.1, # weight decay (None: fastai's default, 0.01)
+                  seed:int=42, # seed of the split, of the initial weights and of the shuffling
+                  bs:int=64, # batch size
+                  n_factors:int=50, # factors of the dot-product models
+                  y_range:tuple|None=(0, 5.5), # output range of the regression models
+                  ratings:pd.DataFrame|None=None, # default: MovieLens 100k (`load_movielens()`)
+                  fast:bool=True, # train on `TensorCollabDataLoaders` (same split) rather than `CollabDataLoaders`
+                  cache:bool=True, # reuse an identical earlier fit on MovieLens 100k in this process
+                  show:bool=False, # show the progress bar and the table of losses
+                 )->Learner: # trained; `learn.recorder.values` holds the per-epoch [train loss, valid loss, metrics...]
+    "Train the lesson's model `kind` with `fit_one_cycle(n_epoch, lr, wd=wd)` on a fixed split."
+    if kind not in collab_kinds: raise ValueError(f"kind must be one of {collab_kinds}, got {kind!r}")
+    key = (kind, n_epoch, lr, wd, seed, bs, n_factors, y_range, fast) if ratings is None and cache else None
+    dkey = (bs, seed, fast)
+    if ratings is None:
+        if dkey not in _dls_cache: _dls_cache[dkey] = movielens_dls(None, bs, seed, fast)
+        dls = _dls_cache[dkey]
+    else: dls = movielens_dls(ratings, bs, seed, fast)
+    reseed(dls, seed)
+    learn = collab_model_learner(kind, dls, n_factors, y_range)
+    if key in _fit_cache:
+        sd,values = _fit_cache[key]
+        learn.model.load_state_dict(sd)
+        learn.recorder.values = deepcopy(values)
+        return learn
+    if show: learn.fit_one_cycle(n_epoch, lr, wd=wd)
+    else:
+        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(n_epoch, lr, wd=wd)
+    if key is not None: _fit_cache[key] = ({k:v.detach().clone() for k,v in learn.model.state_dict().items()}, deepcopy(learn.recorder.values))
+    return learn
 
 # %% ../nbs/10_collab.ipynb
 class UnknownNameError(KeyError):
