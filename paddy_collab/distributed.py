@@ -10,7 +10,8 @@ from .core import *  # first: it silences torch's jit warning before fastai is i
 import torch, torch.distributed as dist
 from torch import nn, Tensor
 from fastcore.basics import store_attr
-from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, apply
+from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, apply, find_bs
+from fastai.data.load import DataLoader
 from fastai.learner import Learner
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL, DistributedTrainer
@@ -78,7 +79,8 @@ class OrderedDistributedDL(DistributedDL):
 
     def get_idxs(self):
         "Rank 0's order of the items, padded to a multiple of `world_size`; this rank's slice of each global batch."
-        idxs = self._broadcast(list(self.dl.get_idxs()), 0)
+        idxs = self.dl.get_idxs()
+        idxs = self._broadcast(idxs.tolist() if isinstance(idxs, Tensor) else list(idxs), 0)
         ws, bs = self.world_size, self.bs or 1
         self.n, self.n_padded = len(idxs), _round_up(len(idxs), ws)
         if self.n: idxs += (idxs * (self.n_padded//self.n + 1))[:self.n_padded-self.n]
@@ -88,6 +90,23 @@ class OrderedDistributedDL(DistributedDL):
             k = len(chunk)//ws  # bs, except in the last global batch
             res += chunk[self.rank*k:(self.rank+1)*k]
         return res
+
+    def __iter__(self):
+        "Batches of this rank's items; a loader with its own `__iter__` (e.g. `TensorCollabDL`) iterates them itself."
+        if type(self.dl).__iter__ is DataLoader.__iter__:
+            yield from super().__iter__()
+            return
+        self.randomize()
+        self.i, idxs = 0, torch.tensor(self.get_idxs(), dtype=torch.long)
+        saved = {k: self.dl.__dict__[k] for k in ('get_idxs', 'device') if k in self.dl.__dict__}
+        self.dl.get_idxs, self.dl.device = (lambda: idxs), self.device
+        try:
+            for b in self.dl:
+                self.i += find_bs(b)
+                yield b
+        finally:
+            for k in ('get_idxs', 'device'): self.dl.__dict__.pop(k, None)
+            self.dl.__dict__.update(saved)
 
     def __len__(self):
         n, step = _round_up(self.dl.n, self.world_size), (self.bs or 1)*self.world_size

@@ -1,0 +1,154 @@
+"""Data-parallel training in 2 CPU processes (gloo) through `accelerate launch`, against the same code in 1 process.
+
+One launch runs every distributed job (a process start costs seconds on 2 cores); the single-process baselines
+run the same worker in this process. Set PADDY_BENCH=1 to also print 1- vs 2-process throughput figures.
+"""
+import os, sys, json, runpy, textwrap, time, subprocess
+from pathlib import Path
+import pytest, torch
+from paddy_collab.distributed import launch, launch_cmd, main as distrib_main
+
+WORKER = textwrap.dedent('''
+    "Train a Paddy and a collab model; the main process saves what they predict. Runs unchanged in 1 or N processes."
+    import sys, json, time, numpy as np, pandas as pd, torch
+    from pathlib import Path
+    from fastai.basics import set_seed, noop
+    from paddy_collab.distributed import is_main, world_size, main_print
+
+    out, jobs, paddy = Path(sys.argv[1]), sys.argv[2].split(','), Path(sys.argv[3])
+    info = dict(world_size=world_size())
+
+    def save(name, **d):
+        if is_main(): torch.save(d, out/f'{name}.pt')
+
+    if 'paddy' in jobs:
+        from paddy_collab.train import train
+        from paddy_collab.paddy_data import paddy_test_dl
+        t = time.time()
+        pset, learn = train('test_resnet', 32, path=paddy, pretrained=False, epochs=2, bs=16, lr=1e-2, multi_target=True, n_tta=2,
+                            show=False, return_learner=True)
+        secs = time.time() - t
+        tdl = paddy_test_dl(learn.dls, paddy)
+        raw = learn.get_preds(dl=tdl, act=noop)[0]  # distributed: each process predicts a shard, gathered
+        learn.model.eval()
+        with torch.no_grad(): local = torch.cat([learn.model(b[0]) for b in tdl])  # this process alone, the whole test set
+        valid = [float(v) for v in learn.validate()]  # distributed: sharded, metrics gathered
+        from fastai.learner import Learner
+        whole = [float(v) for v in getattr(Learner.validate, '__wrapped__', Learner.validate)(learn)]  # this process alone
+        save('paddy', probs=pset.probs, files=pset.files, valid=valid, whole=whole, raw=raw, local=local, secs=secs,
+             n_train=len(learn.dls.train_ds)*3)
+        main_print(f'paddy: {len(pset.files)} test predictions, {secs:.1f}s')
+
+    if 'collab' in jobs:
+        from paddy_collab.fastcollab import fast_collab_dls, fast_collab_learner
+        rng = np.random.default_rng(0)  # low-rank ratings: 100 users x 80 items, all rated
+        u, i = rng.normal(0, .7, (100, 3)), rng.normal(0, .7, (80, 3))
+        uu, ii = [a.ravel() for a in np.meshgrid(np.arange(100), np.arange(80), indexing='ij')]
+        r = np.clip(3 + (u[uu]*i[ii]).sum(1) + rng.normal(0, .3, len(uu)), .5, 5).astype('float32')
+        ratings = pd.DataFrame(dict(user=uu, item=ii, rating=r))
+        set_seed(0)
+        dls = fast_collab_dls(ratings, bs=64//world_size(), seed=42, device='cpu')  # the same effective batch, 64, in 1 or 2 processes
+        learn = fast_collab_learner(dls, n_factors=8, y_range=(0, 5.5))
+        t = time.time(); learn.fit_one_cycle(2, 1e-2); secs = time.time() - t
+        preds, targs = learn.get_preds()
+        with torch.no_grad(): local = learn.model(dls.valid.dataset.x)  # the same weights, the whole set, in this process
+        save('collab', preds=preds, targs=targs, local=local, y=dls.valid.dataset.y, secs=secs, n_train=len(dls.train_ds)*2,
+             valid_loss=float(learn.recorder.values[-1][-1]))
+        learn.export(out/'collab.pkl')  # every process calls it; fastai writes from the main process only
+        main_print(f'collab: {len(preds)} predictions, {secs:.1f}s')
+    if is_main(): (out/'info.json').write_text(json.dumps(info))
+''')
+
+def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None):
+    "Run the worker in `nproc` processes (1: in this process, as a plain script run under `auto_distrib` would)."
+    out.mkdir(parents=True, exist_ok=True)
+    script = out.parent/'worker.py'
+    script.write_text(WORKER)
+    args = [str(script), str(out), ','.join(jobs), str(paddy)]
+    if nproc == 1:
+        old = sys.argv
+        try: assert distrib_main(args) == 0
+        finally: sys.argv = old
+        return None
+    return launch(args, num_processes=nproc, threads=threads, timeout=600)
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "The worker's outputs in 1 and in 2 processes."
+    from paddy_collab.synth import synth_paddy
+    base = tmp_path_factory.mktemp('distrib')
+    paddy = synth_paddy(base/'paddy', n_per_class=4, n_test=6, size=(64, 80))
+    jobs = ['paddy', 'collab']
+    r2 = run_worker(base/'two'/'out', jobs, paddy, nproc=2)
+    run_worker(base/'one'/'out', jobs, paddy, nproc=1)
+    return dict(one=base/'one'/'out', two=base/'two'/'out', stdout=r2.stdout)
+
+def load(d, name): return torch.load(d/f'{name}.pt', weights_only=False)
+
+def test_two_processes_ran(runs):
+    assert json.loads((runs['two']/'info.json').read_text())['world_size'] == 2
+    assert json.loads((runs['one']/'info.json').read_text())['world_size'] == 1
+
+def test_one_copy_of_each_file(runs):
+    "Only the main process writes: no file from another rank, no temporary leftovers, one line of output per message."
+    assert sorted(p.name for p in runs['two'].iterdir()) == sorted(p.name for p in runs['one'].iterdir())
+    assert not list(runs['two'].glob('.*'))  # no temporary files left behind
+    assert runs['stdout'].count('collab: ') == 1 and runs['stdout'].count('paddy: ') == 1
+
+def test_collab_metrics_gathered(runs):
+    "The validation loss the main process records is the one of all the validation set, not of its own shard."
+    two = load(runs['two'], 'collab')
+    assert abs(two['valid_loss'] - float(((two['preds'].flatten() - two['y'].flatten())**2).mean())) < 1e-4
+
+def test_exported_learner_is_single_process(runs):
+    "After `fit`, the learner holds the plain model again: it exports and reloads without DDP or the trainer callback."
+    from fastai.learner import load_learner
+    learn = load_learner(runs['two']/'collab.pkl')
+    assert not isinstance(learn.model, torch.nn.parallel.DistributedDataParallel)
+    assert 'DistribTrainer' not in [type(c).__name__ for c in learn.cbs]
+
+def test_collab_predictions_whole_and_in_order(runs):
+    one, two = load(runs['one'], 'collab'), load(runs['two'], 'collab')
+    assert len(two['preds']) == len(one['preds']) == len(one['y'])
+    torch.testing.assert_close(two['targs'], two['y'])  # gathered targets: the validation set's, row for row
+    torch.testing.assert_close(two['preds'].flatten(), two['local'].flatten(), rtol=1e-5, atol=1e-5)  # gathered = whole-set predictions
+
+def test_paddy_predictions_whole_and_in_order(runs):
+    "`train`'s TTA `PredSet` has a row per test file, in `get_test_files` order; plain gathered outputs match a one-process pass."
+    one, two = load(runs['one'], 'paddy'), load(runs['two'], 'paddy')
+    assert two['files'] == one['files'] and len(two['files']) == 6
+    assert [p.shape for p in two['probs']] == [p.shape for p in one['probs']] == [(6, 10), (6, 10)]
+    for p in two['probs']: torch.testing.assert_close(p.sum(1), torch.ones(6))
+    torch.testing.assert_close(two['raw'], two['local'], rtol=1e-4, atol=1e-4)
+
+def test_paddy_metrics_gathered(runs):
+    "`validate` in 2 processes (4 images each) gives the loss and error rates of all 8 validation images."
+    two = load(runs['two'], 'paddy')
+    assert len(two['valid']) == 3  # valid_loss, disease_err, variety_err
+    torch.testing.assert_close(torch.tensor(two['valid']), torch.tensor(two['whole']), rtol=1e-4, atol=1e-4)
+
+def test_paddy_comparable_error(runs):
+    "40 synthetic images, 2 epochs from scratch: both runs stay near chance; the point is that both finish and agree roughly."
+    one, two = load(runs['one'], 'paddy'), load(runs['two'], 'paddy')
+    print('paddy valid (loss, disease_err, variety_err): 1 process', one['valid'], '2 processes', two['valid'])
+    assert abs(two['valid'][0] - one['valid'][0]) < 0.5*one['valid'][0]
+    for a, b in zip(one['valid'][1:], two['valid'][1:]): assert abs(a - b) <= 0.5
+
+def test_collab_comparable_error(runs):
+    "Same data, same epochs; 2 processes take half the steps of twice the batch: the error must stay close."
+    one, two = load(runs['one'], 'collab'), load(runs['two'], 'collab')
+    mse1, mse2 = [float(((r['preds'].flatten() - r['y'].flatten())**2).mean()) for r in (one, two)]
+    print(f'collab valid MSE: 1 process {mse1:.3f}, 2 processes {mse2:.3f}')
+    assert mse2 < 1.2*mse1
+    assert mse2 < 0.8*((one['y'] - one['y'].mean())**2).mean()  # and it learned something: better than predicting the mean
+
+def test_bad_launch_reports_output(tmp_path):
+    "A worker that fails in 2 processes raises with the end of its output."
+    bad = tmp_path/'bad.py'
+    bad.write_text('import sys; sys.exit("worker failed on purpose")')
+    with pytest.raises(RuntimeError, match='worker failed on purpose'): launch([bad], num_processes=2, wrap=False, timeout=300)
+
+def test_usage():
+    assert distrib_main([]) == 2 and distrib_main(['-m']) == 2
+    cmd = launch_cmd(['-m', 'paddy_collab.cli', 'train-paddy', 'x'], num_processes=8, num_machines=2, machine_rank=1, main_process_ip='10.1.2.3')
+    assert cmd[cmd.index('--num_processes')+1] == '8' and cmd[cmd.index('--main_process_ip')+1] == '10.1.2.3'
