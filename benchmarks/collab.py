@@ -36,20 +36,22 @@ class PeakRSS:
     def __exit__(self, *a): self._stop.set(); self._t.join(); self.peak = max(self.peak, rss_mb())
 
 class EpochClock(Callback):
-    "Wall time since `before_fit` at the end of each epoch's training and at the end of each epoch"
+    "Wall time (and this process's CPU time) since `before_fit` at the end of each epoch's training and of each epoch"
     order = 100
-    def before_fit(self): self.t0,self.trn,self.ends = time.perf_counter(),[],[]
-    def after_train(self): self.trn.append(time.perf_counter()-self.t0)
-    def after_epoch(self): self.ends.append(time.perf_counter()-self.t0)
+    def before_fit(self): self.t0,self.c0,self.trn,self.ends,self.cpu_trn,self.cpu_s = time.perf_counter(),time.process_time(),[],[],[],[]
+    def after_train(self): self.trn.append(time.perf_counter()-self.t0); self.cpu_trn.append(time.process_time()-self.c0)
+    def after_epoch(self): self.ends.append(time.perf_counter()-self.t0); self.cpu_s.append(time.process_time()-self.c0)
 
 class StopAfter(Callback):
     "Time training batches `warm`..`n` (after a warm-up), then stop the fit"
     order = 100
     def __init__(self, n, warm=10): self.n,self.warm,self.t = n,warm,None
     def before_batch(self):
-        if self.training and self.iter==self.warm: self.t = time.perf_counter()
+        if self.training and self.iter==self.warm: self.t,self.c = time.perf_counter(),time.process_time()
     def after_batch(self):
-        if self.training and self.iter==self.n-1: self.secs = time.perf_counter()-self.t; raise CancelFitException()
+        if self.training and self.iter==self.n-1:
+            self.secs,self.cpu_s = time.perf_counter()-self.t,time.process_time()-self.c
+            raise CancelFitException()
 
 def load():
     "The lesson's table: ratings with movie titles as items"
@@ -68,8 +70,9 @@ def run(name, make_dls, make_learn, epochs, lr, wd):
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, wd=wd, cbs=clock)
         t_fit = time.perf_counter()-t
     mses = [v[1] for v in learn.recorder.values]
-    r = dict(name=name, t_dls=t_dls, t_fit=t_fit, ends=clock.ends, mses=mses, peak=mem.peak, d_peak=mem.peak-mem.start, bs=dls.bs)
-    print(f"{name:<44} bs={dls.bs:<5} dls {t_dls:5.2f}s  fit {t_fit:6.2f}s  peak RSS {mem.peak:6.0f} MB (+{r['d_peak']:.0f})", flush=True)
+    r = dict(name=name, t_dls=t_dls, t_fit=t_fit, ends=clock.ends, mses=mses, peak=mem.peak, d_peak=mem.peak-mem.start, bs=dls.bs, cpu=clock.cpu_s)
+    print(f"{name:<44} bs={dls.bs:<5} dls {t_dls:5.2f}s  fit {t_fit:6.2f}s (CPU {clock.cpu_s[-1]:6.2f}s)  "
+          f"peak RSS {mem.peak:6.0f} MB (+{r['d_peak']:.0f})", flush=True)
     print(f"{'':<44} valid MSE per epoch: " + '  '.join(f'{m:.4f}@{s:.2f}s' for m,s in zip(mses, clock.ends)), flush=True)
     return r
 
@@ -107,14 +110,15 @@ def ml100k(args):
                       learner(fast_collab_learner, opt_func={'adam':Adam, 'fused':adamw_fused}[opt]), bep, blr, wd))
     print(f"\n## Time to stock fastai's final valid MSE ({target:.4f}); stock fit took {stock['t_fit']:.2f}s "
           f"(+{stock['t_dls']:.2f}s to build its DataLoaders)")
-    print(f"{'run':<62} {'fit time to target':>18} {'ratio':>7} {'ratio incl. dls':>15}")
+    print(f"{'run':<62} {'fit time to target':>18} {'ratio':>7} {'ratio incl. dls':>15} {'CPU-time ratio':>14}")
     best = 0
     for r in rs:
         t = time_to(r, target)
         if t is None: print(f"{r['name']+' bs='+str(r['bs']):<62} {'not reached':>18}"); continue
         ratio,ratio2 = stock['t_fit']/t,(stock['t_fit']+stock['t_dls'])/(t+r['t_dls'])
+        cpu_t = r['cpu'][r['ends'].index(t)]
         best = max(best, ratio)
-        print(f"{r['name']+' bs='+str(r['bs']):<62} {t:>17.2f}s {ratio:>6.1f}x {ratio2:>14.1f}x")
+        print(f"{r['name']+' bs='+str(r['bs']):<62} {t:>17.2f}s {ratio:>6.1f}x {ratio2:>14.1f}x {stock['cpu'][-1]/cpu_t:>13.1f}x")
     print(f"\nbest ratio {best:.1f}x (target >= 30x); process peak RSS {max_rss_mb():.0f} MB")
     print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -140,10 +144,11 @@ def scale(args):
         fast_embeddings(learn.model, sparse=opt=='lazy')
         clock = EpochClock(); gc.collect()
         with PeakRSS() as mem, learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, lr, wd=args.scale_wd, cbs=clock)
-        t_trn,t_ep = clock.trn[0],clock.ends[0]
+        t_trn,t_ep,c_trn,c_ep = clock.trn[0],clock.ends[0],clock.cpu_trn[0],clock.cpu_s[0]
         print(f"fast path, {'fast_embeddings(sparse=True) + lazy_adamw' if opt=='lazy' else 'fast_embeddings + '+('adamw_fused' if opt=='fused' else 'fastai Adam')}, "
-              f"bs={bs}, fit_one_cycle(1, {lr:g}, wd={args.scale_wd}): epoch {t_ep:.1f}s (train {t_trn:.1f}s + valid {t_ep-t_trn:.1f}s), "
-              f"{n_trn/t_trn:,.0f} train ratings/s, valid MSE {learn.recorder.values[-1][1]:.4f}, peak RSS {mem.peak:.0f} MB "
+              f"bs={bs}, fit_one_cycle(1, {lr:g}, wd={args.scale_wd}): epoch {t_ep:.1f}s wall, {c_ep:.1f}s CPU "
+              f"(train {t_trn:.1f}s wall / {c_trn:.1f}s CPU, valid {t_ep-t_trn:.1f}s), "
+              f"{n_trn/t_trn:,.0f} train ratings/s ({n_trn/c_trn:,.0f} per CPU-second), valid MSE {learn.recorder.values[-1][1]:.4f}, peak RSS {mem.peak:.0f} MB "
               f"(process max so far {max_rss_mb():.0f} MB)", flush=True)
         del learn; gc.collect()
     print(f"# load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
@@ -159,10 +164,10 @@ def scale(args):
     learn = collab_learner(sdls, n_factors=50, y_range=(0,5.5))
     stop = StopAfter(args.stock_batches)
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 5e-3, wd=0.1, cbs=stop)
-    per = stop.secs/(args.stock_batches-stop.warm)
-    print(f"stock, bs=64: {per*1000:.1f} ms/batch over {args.stock_batches-stop.warm} batches -> EXTRAPOLATED "
-          f"{per*len(sdls.train)/60:.0f} min per epoch of {len(sdls.train):,} batches (training only, no validation), "
-          f"{64/per:,.0f} ratings/s", flush=True)
+    per,per_cpu = stop.secs/(args.stock_batches-stop.warm),stop.cpu_s/(args.stock_batches-stop.warm)
+    print(f"stock, bs=64: {per*1000:.1f} ms/batch wall ({per_cpu*1000:.1f} ms CPU) over {args.stock_batches-stop.warm} batches "
+          f"-> EXTRAPOLATED {per*len(sdls.train)/60:.0f} min wall ({per_cpu*len(sdls.train)/60:.0f} min CPU) per epoch of "
+          f"{len(sdls.train):,} batches (training only, no validation), {64/per:,.0f} ratings/s", flush=True)
     print(f"# load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; process max RSS {max_rss_mb():.0f} MB")
 
 if __name__=='__main__':
@@ -174,8 +179,8 @@ if __name__=='__main__':
     p.add_argument('--big', nargs='*', default=['512:1e-2:3:adam', '512:1e-2:2:fused', '1024:2e-2:2:fused'],
                    help='ML-100k larger-batch fast runs, each bs:lr:epochs:opt (opt: adam or fused)')
     p.add_argument('--n-ratings', type=int, default=25_000_000)
-    p.add_argument('--scale-bs', type=int, nargs='*', default=[65536, 8192])
-    p.add_argument('--scale-opt', nargs='*', default=['fused:3e-2', 'lazy:1e-2'], help='one per --scale-bs: fused|lazy|adam:lr')
+    p.add_argument('--scale-bs', type=int, nargs='*', default=[65536, 262144, 16384])
+    p.add_argument('--scale-opt', nargs='*', default=['fused:3e-2', 'fused:1e-1', 'lazy:1e-2'], help='one per --scale-bs: fused|lazy|adam:lr')
     p.add_argument('--scale-wd', type=float, default=0.01)
     p.add_argument('--stock-batches', type=int, default=110, help='--scale: stock batches to time (0: skip stock)')
     args = p.parse_args()
