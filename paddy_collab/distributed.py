@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_distributed.ipynb 2
 from __future__ import annotations
-import contextlib, os, runpy, shlex, socket, subprocess, sys
+import contextlib, os, runpy, shlex, socket, subprocess, sys, tempfile
 from pathlib import Path
 from .core import *  # first: it silences torch's jit warning before fastai is imported
 import torch, torch.distributed as dist
@@ -18,8 +18,8 @@ from fastai.distributed import DistributedDL, DistributedTrainer
 
 # %% auto 0
 __all__ = ['world_size', 'is_main', 'init_distrib', 'main_print', 'main_first', 'pg_device', 'OrderedDistributedDL',
-           'revert_sync_batchnorm', 'DistribTrainer', 'distrib_ctx', 'distrib_fit', 'auto_distrib', 'free_port',
-           'launch_cmd', 'launch_env', 'launch', 'main']
+           'revert_sync_batchnorm', 'DistribTrainer', 'distrib_ctx', 'distrib_fit', 'auto_distrib', 'main_or_scratch',
+           'free_port', 'launch_cmd', 'launch_env', 'launch', 'main']
 
 # %% ../nbs/25_distributed.ipynb
 def world_size()->int:
@@ -198,6 +198,17 @@ def auto_distrib(quiet_workers:bool=True, # send non-main processes' stdout to /
             yield
     finally:
         for k, f in orig.items(): setattr(Learner, k, f)
+
+# %% ../nbs/25_distributed.ipynb
+@contextlib.contextmanager
+def main_or_scratch(cm, # a context manager yielding a folder (`atomic_dir(out)`) or a file path (`atomic_path(f)`); entered in the main process only
+                    folder:bool=True, # whether `cm` yields a folder (else a file path)
+                   ):
+    "Enter `cm` in the main process; in the others, yield a scratch folder (or file path in one) deleted after the block."
+    if is_main():
+        with cm as res: yield res
+    else:
+        with tempfile.TemporaryDirectory(prefix='.paddy_collab_rank') as d: yield Path(d) if folder else Path(d)/'scratch'
 
 # %% ../nbs/25_distributed.ipynb
 def free_port()->int:

@@ -56,15 +56,28 @@ WORKER = textwrap.dedent('''
              valid_loss=float(learn.recorder.values[-1][-1]))
         learn.export(out/'collab.pkl')  # every process calls it; fastai writes from the main process only
         main_print(f'collab: {len(preds)} predictions, {secs:.1f}s')
+    if 'ml100k' in jobs:  # throughput benchmark only: MovieLens 100k, one epoch, 512 ratings per process and step
+        from paddy_collab.collab import load_movielens
+        from paddy_collab.fastcollab import fast_collab_dls, fast_collab_learner
+        set_seed(0)
+        dls = fast_collab_dls(load_movielens()[['user', 'title', 'rating']], bs=512, seed=42, device='cpu')
+        learn = fast_collab_learner(dls, n_factors=50, y_range=(0, 5.5))
+        with learn.no_bar(), learn.no_logging():
+            t = time.time(); learn.fit_one_cycle(1, 5e-3); secs = time.time() - t
+            mse = float(learn.validate()[0])
+        save('ml100k', secs=secs, n_train=len(dls.train_ds), valid_loss=mse)
     if is_main(): (out/'info.json').write_text(json.dumps(info))
 ''')
 
-def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None):
+def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None, subprocess_=False):
     "Run the worker in `nproc` processes (1: in this process, as a plain script run under `auto_distrib` would)."
     out.mkdir(parents=True, exist_ok=True)
     script = out.parent/'worker.py'
     script.write_text(WORKER)
     args = [str(script), str(out), ','.join(jobs), str(paddy)]
+    if nproc == 1 and subprocess_:
+        env = dict(os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads else {}))
+        return subprocess.run([sys.executable, '-m', 'paddy_collab.distributed', *args], env=env, check=True, capture_output=True, text=True)
     if nproc == 1:
         old = sys.argv
         try: assert distrib_main(args) == 0
@@ -152,3 +165,22 @@ def test_usage():
     assert distrib_main([]) == 2 and distrib_main(['-m']) == 2
     cmd = launch_cmd(['-m', 'paddy_collab.cli', 'train-paddy', 'x'], num_processes=8, num_machines=2, machine_rank=1, main_process_ip='10.1.2.3')
     assert cmd[cmd.index('--num_processes')+1] == '8' and cmd[cmd.index('--main_process_ip')+1] == '10.1.2.3'
+
+@pytest.mark.skipif(not os.environ.get('PADDY_BENCH'), reason='benchmark: set PADDY_BENCH=1')
+def test_throughput(tmp_path):
+    "Print training throughput in 1 process (1 and 2 threads) and in 2 processes (1 thread each), side by side in one run."
+    from paddy_collab.synth import synth_paddy
+    paddy = synth_paddy(tmp_path/'paddy', n_per_class=8, n_test=6, size=(64, 80))
+    print('\n' + os.popen('uptime').read().strip())
+    rows = []
+    for nproc, threads in [(1, 1), (1, 2), (2, 1)]:
+        out = tmp_path/f'{nproc}x{threads}'/'out'
+        t = time.time()
+        if nproc == 1: run_worker(out, ['ml100k', 'paddy'], paddy, threads=threads, subprocess_=True)
+        else: run_worker(out, ['ml100k', 'paddy'], paddy, nproc=2, threads=threads)
+        wall = time.time() - t
+        m, p = load(out, 'ml100k'), load(out, 'paddy')
+        rows.append(f"{nproc} process(es) x {threads} thread(s): MovieLens fit {m['n_train']/m['secs']:8,.0f} ratings/s "
+                    f"(valid MSE {m['valid_loss']:.3f}); Paddy train() {p['n_train']/p['secs']:6.1f} images/s; launch to exit {wall:5.1f}s")
+    print('\n'.join(rows))
+    print(os.popen('uptime').read().strip())
