@@ -11,8 +11,8 @@ from . import __version__
 from .core import *
 
 # %% auto 0
-__all__ = ['MANIFEST', 'UsageError', 'error_line', 'check_writable', 'atomic_dir', 'write_manifest', 'read_manifest', 'command',
-           'build_parser', 'main']
+__all__ = ['MANIFEST', 'collab_models', 'UsageError', 'error_line', 'check_writable', 'atomic_dir', 'write_manifest',
+           'read_manifest', 'command', 'build_parser']
 
 # %% ../nbs/30_cli.ipynb
 class UsageError(Exception):
@@ -106,10 +106,11 @@ _commands = {}
 def command(name:str, # the subcommand, as typed
             help:str, # one line for `paddy_collab --help`
             example:str='', # shown under the command's own `--help`
+            force:bool=True, # the command writes outputs, so it takes `--force`
            ):
     "Register the decorated `opts(parser)`; it returns the job, a function of the parsed arguments."
     def _f(opts):
-        _commands[name] = dict(help=help, example=example, opts=opts)
+        _commands[name] = dict(help=help, example=example, opts=opts, force=force)
         return opts
     return _f
 
@@ -117,7 +118,7 @@ def _common(force=True):
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group('common options')
     if force: g.add_argument('--force', action='store_true', help='replace outputs that already exist (otherwise an existing output is an error)')
-    g.add_argument('--quiet', action='store_true', help='no progress bars')
+    g.add_argument('--quiet', action='store_true', help='no progress bars, one line per epoch instead (the default when the output is not a terminal)')
     g.add_argument('--traceback', action='store_true', help='show the full traceback of errors (for bug reports)')
     return p
 
@@ -136,11 +137,31 @@ def build_parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/30_cli.ipynb
-def _quiet_progress():
-    "Drop fastai's progress bars from learners created from now on."
+_epoch_line = None
+
+def _plain_progress():
+    "Replace fastai's progress bars, in learners created from now on, by one printed line per epoch (for logs and pipes)."
+    global _epoch_line
     from fastai.learner import defaults
+    from fastai.callback.core import Callback
     from fastai.callback.progress import ProgressCallback
-    defaults.callbacks = [c for c in defaults.callbacks if c is not ProgressCallback]
+    if _epoch_line is None:
+        class EpochLine(Callback):
+            "Print each epoch's losses and metrics on one line, as fastai's table does."
+            order = ProgressCallback.order
+            def before_fit(self): self.old, self.learn.logger, self.header = self.learn.logger, self._log, False
+            def after_fit(self): self.learn.logger = self.old
+            def _log(self, log):
+                names = list(self.recorder.metric_names)
+                if not self.header: print('  '.join(f'{n:>12}' for n in names)); self.header = True
+                print('  '.join(f'{v:>12.6f}' if isinstance(v, float) else f'{v!s:>12}' for v in log), flush=True)
+        _epoch_line = EpochLine
+    defaults.callbacks = [c for c in defaults.callbacks if c not in (ProgressCallback, _epoch_line)] + [_epoch_line]
+
+def _export(learn, path):
+    "`learn.export(path)` without the command line's own callbacks (a fresh process could not unpickle them)."
+    if _epoch_line is not None: learn.remove_cbs([c for c in learn.cbs if isinstance(c, _epoch_line)])
+    learn.export(path)
 
 def main(args:list|None=None, # the arguments; default `sys.argv[1:]`
         )->int: # the exit status: 0 done, 2 user error, 130 interrupted
@@ -148,7 +169,7 @@ def main(args:list|None=None, # the arguments; default `sys.argv[1:]`
     a = build_parser().parse_args(args)
     warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
     try:
-        if a.quiet: _quiet_progress()
+        if a.quiet or not sys.stdout.isatty(): _plain_progress()
         a.job(a)
         return 0
     except KeyboardInterrupt:
@@ -175,6 +196,145 @@ def _synth(p):
         with atomic_dir(a.path, a.force) as tmp:
             synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
         print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
+    return job
+
+# %% ../nbs/30_cli.ipynb
+def _read_ratings(a)->tuple:
+    "The ratings `DataFrame` `a` asks for, checked, and a description of where it came from."
+    import pandas as pd
+    from paddy_collab.collab import load_movielens, check_ratings
+    if a.ratings is None: df, src = load_movielens(), 'movielens-100k'
+    else:
+        f = Path(a.ratings)
+        if not f.is_file(): raise FileNotFoundError(f"ratings file {f} not found")
+        try: df = pd.read_csv(f, sep=a.sep)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise UsageError(f"{f} is not a readable CSV ({error_line(e)}); expected one row per rating with columns "
+                             f"{a.user_col}, {a.item_col}, {a.rating_col} (see --sep and the --*-col options)") from None
+        src = str(f.resolve())
+    try: check_ratings(df, a.user_col, a.item_col, a.rating_col, tuple(a.y_range), source=a.ratings or 'MovieLens 100k')
+    except TypeError as e: raise UsageError(error_line(e)) from None
+    return df, src
+
+def _collab_learner(a, df):
+    "DataLoaders and `Learner` for `train-collab`'s arguments: `collab_model_learner` on a fixed split."
+    from paddy_collab.collab import collab_model_learner, reseed
+    kw = dict(valid_pct=a.valid_pct, user_name=a.user_col, item_name=a.item_col, rating_name=a.rating_col, seed=a.seed, bs=a.bs)
+    if a.fast: from paddy_collab.fastcollab import TensorCollabDataLoaders as DLs, LeanLearner
+    else: from fastai.collab import CollabDataLoaders as DLs
+    dls = DLs.from_df(df, **kw)
+    reseed(dls, a.seed)
+    learn = collab_model_learner(a.model, dls, n_factors=a.n_factors, y_range=tuple(a.y_range))
+    if a.fast: learn.__class__ = LeanLearner  # calls each callback only for the events it defines: same results, less overhead
+    return learn
+
+def _savefig(fig, path):
+    "Save `fig` as a PNG at `path` and close it."
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=80, bbox_inches='tight')
+    plt.close(fig)
+
+def _loss_plot(learn, path, title):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    r = learn.recorder
+    ax.plot(list(range(len(r.losses))), [float(l) for l in r.losses], label='train')
+    it = (r.iters if len(r.iters) == len(r.values) else list(range(1, len(r.values)+1)))
+    ax.plot(it, [v[1] for v in r.values], 'o-', label='valid')
+    ax.set_xlabel('batches'); ax.set_ylabel('loss'); ax.set_title(title); ax.legend()
+    _savefig(fig, path)
+
+# %% ../nbs/30_cli.ipynb
+collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.collab_kinds`, here so that `--help` needs no fastai import
+
+@command('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
+         'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab')
+def _train_collab(p):
+    p.add_argument('--ratings', metavar='CSV', help='a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)')
+    p.add_argument('--user-col', default='user', help='column of user ids')
+    p.add_argument('--item-col', default='title', help='column of items (MovieLens: title)')
+    p.add_argument('--rating-col', default='rating', help='column of ratings (numbers)')
+    p.add_argument('--sep', default=',', help='field separator of the CSV')
+    p.add_argument('--model', choices=collab_models, default='bias',
+                   help="dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
+                        "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy")
+    p.add_argument('--fast', action=argparse.BooleanOptionalAction, default=True,
+                   help='tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders')
+    p.add_argument('--n-factors', type=int, default=50, help='latent factors per user and item (dot, bias, fastai)')
+    p.add_argument('--epochs', type=int, default=5, help='epochs of fit_one_cycle')
+    p.add_argument('--lr', type=float, default=5e-3, help='maximum learning rate')
+    p.add_argument('--wd', type=float, default=0.1, help='weight decay')
+    p.add_argument('--bs', type=int, default=64, help='batch size')
+    p.add_argument('--valid-pct', type=float, default=0.2, help='share of ratings held out for validation')
+    p.add_argument('--y-range', type=float, nargs=2, default=[0, 5.5], metavar=('LO', 'HI'), help='range of predicted ratings (sigmoid_range)')
+    p.add_argument('--seed', type=int, default=42, help='seed of the split and of the initial weights')
+    p.add_argument('--out', default='outputs/collab', help='folder to save the model and plots in')
+    def job(a):
+        if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
+        df, src = _read_ratings(a)
+        out = Path(a.out)
+        with atomic_dir(out, a.force) as tmp:
+            learn = _collab_learner(a, df)
+            print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
+            t0 = time.time()
+            learn.fit_one_cycle(a.epochs, a.lr, wd=a.wd)
+            secs = time.time() - t0
+            # the last epoch's valid loss (ce: its loss is cross-entropy; the first metric is the MSE of the expected rating)
+            mse = float(learn.recorder.values[-1][2 if a.model == 'ce' else 1])
+            figs = {'loss': 'loss.png', 'pca': 'pca.png'}
+            _loss_plot(learn, tmp/figs['loss'], f"{a.model}: {'cross-entropy' if a.model == 'ce' else 'MSE'} loss")
+            _export(learn, tmp/'model.pkl')
+            from paddy_collab.collab import plot_factor_pca, plot_biases, collab_weights
+            ax = plot_factor_pca(learn, df.rename(columns={a.rating_col: 'rating'}), n=1000, n_show=50, figsize=(10, 10))
+            ax.set_title(f'{a.model}: item factors, first principal components (50 most-rated items)')
+            _savefig(ax.figure, tmp/figs['pca'])
+            if collab_weights(learn.model)['item_b'] is not None:
+                figs['biases'] = 'biases.png'
+                _savefig(plot_biases(learn, 10, ratings=df, rating_name=a.rating_col).figure, tmp/figs['biases'])
+            write_manifest(tmp, 'train-collab', 'collab-model', model=a.model, fast=a.fast, ratings=src, sep=a.sep,
+                           columns=dict(user=a.user_col, item=a.item_col, rating=a.rating_col), valid_mse=mse, train_secs=round(secs, 1),
+                           args={k: v for k, v in vars(a).items() if k != 'job'}, files=dict(model='model.pkl', **figs))
+        print(f"valid MSE {mse:.4f} (RMSE {mse**0.5:.4f}) after {a.epochs} epochs in {secs:.1f}s")
+        print(f"saved the model to {out/'model.pkl'}")
+        for f in figs.values(): print(f"wrote {out/f}")
+    return job
+
+# %% ../nbs/30_cli.ipynb
+def _load_collab(folder):
+    "The learner and ratings of a folder saved by `train-collab`."
+    import pandas as pd
+    from fastai.learner import load_learner
+    from paddy_collab.collab import load_movielens
+    m = read_manifest(folder, 'collab-model', 'recommend')
+    learn = load_learner(Path(folder)/m['files']['model'], cpu=True)
+    if m['ratings'] == 'movielens-100k': df = load_movielens()
+    else:
+        if not Path(m['ratings']).is_file(): raise FileNotFoundError(f"{m['ratings']}, the ratings {folder} was trained on, is gone; recommend needs it to skip rated items")
+        df = pd.read_csv(m['ratings'], sep=m.get('sep', ','))
+    return learn, df, m
+
+# %% ../nbs/30_cli.ipynb
+@command('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
+         'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False)
+def _recommend(p):
+    p.add_argument('model', help='a folder saved by `paddy_collab train-collab`')
+    p.add_argument('--user', action='append', default=[], help='a user id: print the items they would rate highest among those they have not rated (repeatable)')
+    p.add_argument('--like', action='append', default=[], metavar='ITEM', help='an item (a title for MovieLens): print the items whose factors are nearest (repeatable)')
+    p.add_argument('-n', type=int, default=10, help='how many items to print for each')
+    def job(a):
+        import pandas as pd
+        from paddy_collab.collab import recommend, nearest_items
+        if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
+        learn, df, m = _load_collab(a.model)
+        with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
+            for u in a.user:
+                r = recommend(learn, u, df, a.n)
+                print(f"\ntop {a.n} for user {u} (predicted rating, among the items they have not rated):")
+                print(r.to_string(index=False, float_format='%.2f') if len(r) else f"(none: user {u} has rated every item)")
+            for t in a.like:
+                r = nearest_items(learn, t, a.n)
+                print(f"\nnearest to {t!r} (cosine similarity of the item factors):")
+                print(r.to_string(index=False, float_format='%.3f'))
     return job
 
 # %% ../nbs/30_cli.ipynb
