@@ -98,14 +98,16 @@ class OrderedDistributedDL(DistributedDL):
             return
         self.randomize()
         self.i, idxs = 0, torch.tensor(self.get_idxs(), dtype=torch.long)
-        saved = {k: self.dl.__dict__[k] for k in ('get_idxs', 'device') if k in self.dl.__dict__}
-        self.dl.get_idxs, self.dl.device = (lambda: idxs), self.device
+        keys = ('get_idxs', 'device', 'randomize')
+        saved = {k: self.dl.__dict__[k] for k in keys if k in self.dl.__dict__}
+        # its __iter__ must use our indices and device, and not draw again from its rng (done above, as in one process)
+        self.dl.get_idxs, self.dl.device, self.dl.randomize = (lambda: idxs), self.device, (lambda: None)
         try:
             for b in self.dl:
                 self.i += find_bs(b)
                 yield b
         finally:
-            for k in ('get_idxs', 'device'): self.dl.__dict__.pop(k, None)
+            for k in keys: self.dl.__dict__.pop(k, None)
             self.dl.__dict__.update(saved)
 
     def __len__(self):
