@@ -92,6 +92,10 @@ class TensorCollabDL(DataLoader):
         if len(b)>1: d.update({n:to_cpu(b[1][:max_n])[:,i].float().numpy() for i,n in enumerate(self.y_names)})
         return pd.DataFrame(d)
 
+    def decode_batch(self, b, max_n:int=9, full:bool=True):
+        "Items of batch `b` as tuples of tensors (indices stay indices; `decode_df` gives names)"
+        return list(zip(*[o[:max_n] for o in b]))
+
     def show_batch(self, b=None, max_n:int=10, ctxs=None, show:bool=True, **kwargs):
         "Show (or, with `show=False`, return) a batch as a table of names and ratings."
         df = self.decode_df(ifnone(b, self.one_batch()), max_n)
@@ -150,10 +154,13 @@ class TensorCollabDataLoaders(DataLoaders):
                 bs:int|None=None, **kwargs)->TensorCollabDL: # default: the validation batch size
         "A `TensorCollabDL` over `test_items`, encoded with this `DataLoaders`' vocab (unknown users/items: '#na#')."
         ds = self.train_ds
+        if isinstance(test_items, pd.Series): test_items = test_items.to_frame().T   # one row, as `Learner.predict` passes it
+        elif is_listy(test_items) and len(test_items) and isinstance(test_items[0], pd.Series): test_items = pd.DataFrame(list(test_items))
+        if not isinstance(test_items, pd.DataFrame): raise TypeError(f"test_items must be a DataFrame (or a row of one), got {type(test_items).__name__}")
         check_columns(test_items, ds.cat_names, 'test_items')
         x = torch.stack([collab_codes(test_items[n], ds.classes[n], ds.x.dtype) for n in ds.cat_names], 1)
         yn = ds.y_names[0]
-        y = torch.tensor(test_items[yn].to_numpy(dtype=np.float32))[:,None] if with_labels and yn in test_items else None
+        y = torch.tensor(test_items[yn].to_numpy(dtype=np.float32))[:,None] if with_labels and yn in test_items.columns else None
         return TensorCollabDL(TensorCollab(x, y, ds.classes, ds.cat_names, ds.y_names), bs=ifnone(bs, self.valid.bs),
                               shuffle=False, drop_last=False, device=self.device)
 
