@@ -12,7 +12,7 @@ from .core import *
 
 # %% auto 0
 __all__ = ['MANIFEST', 'collab_models', 'UsageError', 'error_line', 'check_writable', 'atomic_dir', 'write_manifest',
-           'read_manifest', 'command', 'build_parser']
+           'read_manifest', 'command', 'build_parser', 'paddy_ensembles']
 
 # %% ../nbs/30_cli.ipynb
 class UsageError(Exception):
@@ -149,8 +149,11 @@ def _plain_progress():
         class EpochLine(Callback):
             "Print each epoch's losses and metrics on one line, as fastai's table does."
             order = ProgressCallback.order
-            def before_fit(self): self.old, self.learn.logger, self.header = self.learn.logger, self._log, False
-            def after_fit(self): self.learn.logger = self.old
+            def before_fit(self):
+                self.on = self.learn.logger is print  # not inside `no_logging` (get_preds, tta, validate)
+                if self.on: self.learn.logger, self.header = self._log, False
+            def after_fit(self):
+                if self.on: self.learn.logger = print
             def _log(self, log):
                 names = list(self.recorder.metric_names)
                 if not self.header: print('  '.join(f'{n:>12}' for n in names)); self.header = True
@@ -335,6 +338,198 @@ def _recommend(p):
                 r = nearest_items(learn, t, a.n)
                 print(f"\nnearest to {t!r} (cosine similarity of the item factors):")
                 print(r.to_string(index=False, float_format='%.3f'))
+    return job
+
+# %% ../nbs/30_cli.ipynb
+def paddy_ensembles(size)->dict:
+    "The named ensembles of `train-paddy --ensemble`: {name: [(arch, item transform or None, size, weight), ...]}."
+    from paddy_collab.ensemble import models, model_weights
+    return {'lesson': [(arch, item, sz, model_weights.get(arch, 1)) for arch, details in models.items() for item, sz in details],
+            'small': [('resnet18', None, size, 1), ('convnext_atto', None, size, 1)],
+            'tiny': [('test_resnet', None, size, 1), ('test_convnext', None, size, 1)]}
+
+# %% ../nbs/30_cli.ipynb
+def _confusion_plot(learn, heads, path):
+    "One confusion-matrix panel per head of `learn`, on the validation set."
+    import matplotlib.pyplot as plt, numpy as np
+    from paddy_collab.train import HeadInterpretation
+    fig, axs = plt.subplots(1, len(heads), figsize=(7*len(heads), 6.5), squeeze=False)
+    errs = {}
+    for i, (h, ax) in enumerate(zip(heads, axs[0])):
+        interp = HeadInterpretation.from_learner(learn, head=i)
+        cm = interp.confusion_matrix()
+        errs[h] = 1 - np.trace(cm)/max(cm.sum(), 1)
+        ax.imshow(cm, cmap='Blues')
+        n = len(interp.vocab)
+        ax.set_xticks(range(n)); ax.set_yticks(range(n))
+        ax.set_xticklabels(list(interp.vocab), rotation=90); ax.set_yticklabels(list(interp.vocab))
+        for r in range(n):
+            for c in range(n):
+                if cm[r, c]: ax.text(c, r, int(cm[r, c]), ha='center', va='center', color='white' if cm[r, c] > cm.max()/2 else 'black')
+        ax.set_xlabel('predicted'); ax.set_ylabel('actual'); ax.set_title(f'{h}: validation error {errs[h]:.1%}')
+    fig.tight_layout()
+    _savefig(fig, path)
+    return errs
+
+def _pretrained_check(arch):
+    "`pretrained_kwargs(arch)`, with the command line's words in its error."
+    from paddy_collab.train import pretrained_kwargs
+    try: pretrained_kwargs(arch)
+    except RuntimeError as e: raise UsageError(error_line(e).replace('pass pretrained=False', 'pass --no-pretrained')) from None
+
+# %% ../nbs/30_cli.ipynb
+@command('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
+         'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
+def _train_paddy(p):
+    p.add_argument('--data', required=True, help='the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`)')
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('--arch', action='append', help='a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)')
+    g.add_argument('--ensemble', choices=['lesson', 'small', 'tiny'], help='a named ensemble: lesson (the course\'s four large models, two shapes each; '
+                   'ignores --size), small (resnet18, convnext_atto), tiny (timm\'s test models)')
+    p.add_argument('--size', type=int, nargs='+', default=[224], metavar='PX', help='final image size: one number, or height and width')
+    p.add_argument('--epochs', type=int, default=12, help='epochs (after one frozen epoch when fine-tuning)')
+    p.add_argument('--accum', default='1', help='batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU')
+    p.add_argument('--bs', type=int, default=64, help='effective batch size: images per optimizer step')
+    p.add_argument('--lr', type=float, default=0.01, help='learning rate')
+    p.add_argument('--multi-target', action='store_true', help='predict disease and rice variety with one two-headed model')
+    p.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True, help='start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights')
+    p.add_argument('--finetune', action=argparse.BooleanOptionalAction, default=True, help='fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers')
+    p.add_argument('--n-tta', type=int, default=4, help='augmented passes of test-time augmentation (0: plain predictions)')
+    p.add_argument('--precision', choices=['auto', 'fp32', 'fp16', 'bf16'], default='auto', help='auto: fp16 mixed precision on CUDA, fp32 on CPU')
+    p.add_argument('--seed', type=int, default=42, help='seed of the train/valid split (the same for every member) and of training')
+    p.add_argument('--out', default='outputs/paddy', help='folder for the saved members, one sub-folder each')
+    def job(a):
+        from paddy_collab.train import check_arch, train
+        from paddy_collab.ensemble import save_preds, _slug
+        if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
+        if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
+        accum = a.accum if a.accum == 'auto' else int(a.accum) if a.accum.isdigit() else None
+        if accum is None: raise UsageError(f"--accum must be a positive whole number or 'auto', got {a.accum!r}")
+        size = a.size[0] if len(a.size) == 1 else tuple(a.size)
+        data = Path(a.data)
+        if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
+        members = paddy_ensembles(size)[a.ensemble] if a.ensemble else [(arch, None, size, 1) for arch in a.arch]
+        for arch in dict.fromkeys(m[0] for m in members):  # every name, before any training
+            check_arch(arch, a.pretrained)
+            if a.pretrained: _pretrained_check(arch)
+        out = Path(a.out)
+        dests = [out/_slug(arch, item, sz) for arch, item, sz, _ in members]
+        for d in dests:
+            if d.exists() and not a.force: raise FileExistsError(f"{d} already exists; pass --force to replace it")
+        check_writable(out/'x')
+        for (arch, item, sz, w), dest in zip(members, dests):
+            print(f"training {arch} at size {sz} on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {accum})", flush=True)
+            t0 = time.time()
+            with atomic_dir(dest, a.force) as tmp:
+                preds, learn = train(arch, sz, item=item, accum=accum, finetune=a.finetune, epochs=a.epochs, path=data, pretrained=a.pretrained,
+                                     seed=a.seed, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision, return_learner=True)
+                secs = time.time() - t0
+                save_preds(preds, tmp/'preds.npz')
+                _loss_plot(learn, tmp/'loss.png', f'{arch}: loss')
+                errs = _confusion_plot(learn, preds.heads, tmp/'confusion.png')
+                _export(learn, tmp/'model.pkl')
+                write_manifest(tmp, 'train-paddy', 'paddy-model', arch=arch, item=repr(item), size=sz, weight=w, heads=preds.heads,
+                               valid_error=errs, valid=preds.meta.get('valid'), train_secs=round(secs, 1), data=str(data.resolve()),
+                               args={k: v for k, v in vars(a).items() if k != 'job'},
+                               files=dict(model='model.pkl', preds='preds.npz', loss='loss.png', confusion='confusion.png'))
+            print(f"{arch}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({secs:.0f}s)")
+            for f in ('model.pkl', 'preds.npz', 'loss.png', 'confusion.png'): print(f"wrote {dest/f}")
+    return job
+
+# %% ../nbs/30_cli.ipynb
+def _members(runs)->list:
+    "The member folders in `runs` (member folders, or folders holding them), with their manifests."
+    res = []
+    for r in map(Path, runs):
+        if not r.exists(): raise FileNotFoundError(f"{r} does not exist")
+        if (r/MANIFEST).exists(): res.append((r, read_manifest(r, 'paddy-model', 'predict')))
+        elif r.is_dir():
+            subs = sorted(s for s in r.iterdir() if (s/MANIFEST).exists())
+            if not subs: raise UsageError(f"{r} holds no model saved by `paddy_collab train-paddy`")
+            res += [(s, read_manifest(s, 'paddy-model', 'predict')) for s in subs]
+        else: raise UsageError(f"{r} is not a folder saved by `paddy_collab train-paddy`")
+    return res
+
+def _predict(a):
+    "Ensemble the prediction sets of `a.runs` into the submission `a.out`; return its path."
+    import pandas as pd
+    from paddy_collab.ensemble import load_preds, ensemble, write_submission
+    out, data = Path(a.out), Path(a.data)
+    if out.exists() and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    check_writable(out)
+    if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found")
+    ms = _members(a.runs)
+    ws = a.weights or [m.get('weight', 1) for _, m in ms]
+    if len(ws) != len(ms): raise UsageError(f"got {len(ws)} --weights for {len(ms)} models: {[str(f) for f, _ in ms]}")
+    psets = [load_preds(f/m['files']['preds']) for f, m in ms]
+    ens = ensemble(psets, ws)
+    if a.head not in ens.heads: raise UsageError(f"no head {a.head!r}; the models predict {ens.heads}")
+    write_submission(ens, data, out, head=a.head, overwrite=a.force)
+    for (f, m), w in zip(ms, ens.meta['weights']): print(f"{f}: weight {w:.2f}, validation error {m.get('valid_error')}")
+    sub = pd.read_csv(out)
+    print(f"wrote {out}: {len(sub)} test images; most predicted: " + ', '.join(f"{k} {v}" for k, v in sub.label.value_counts().head(3).items()))
+    if (data/'solution.csv').exists():
+        sol = pd.read_csv(data/'solution.csv').set_index('image_id')
+        print(f"test error against {data/'solution.csv'}: {(sub.set_index('image_id').label != sol.label.reindex(sub.image_id)).mean():.1%} "
+              f"(chance: {1 - 1/len(ens.vocabs[ens.heads.index(a.head)]):.0%})")
+    return out
+
+def _predict_opts(p):
+    p.add_argument('runs', nargs='+', metavar='MODEL', help='folders saved by `train-paddy`: a member, or the --out folder holding several')
+    p.add_argument('--data', required=True, help='the competition folder the models were trained on (its sample_submission.csv gives the order)')
+    p.add_argument('--weights', type=float, nargs='+', help='one weight per model, in the order listed (default: each model\'s own, 1 except the lesson\'s ViT, 2)')
+    p.add_argument('--head', default='disease', help='which head\'s labels to write (disease; variety for a multi-target model)')
+    p.add_argument('--out', default='submission.csv', help='the submission CSV to write')
+
+# %% ../nbs/30_cli.ipynb
+@command('predict', 'average saved prediction sets with weights into a submission CSV',
+         'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv')
+def _predict_cmd(p):
+    _predict_opts(p)
+    return _predict
+
+@command('submit', 'write the submission like `predict`, check it against sample_submission.csv, and submit it to Kaggle',
+         'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs"')
+def _submit_cmd(p):
+    _predict_opts(p)
+    p.add_argument('-m', '--message', required=True, help='the submission\'s description on Kaggle')
+    p.add_argument('--comp', default='paddy-disease-classification', help='the competition slug')
+    p.add_argument('--dry-run', action='store_true', help='write and check the CSV, but do not send it')
+    def job(a):
+        from paddy_collab.kaggle import check_submission, submit, KaggleError
+        out = _predict(a)
+        check_submission(out, Path(a.data)/'sample_submission.csv')
+        if a.dry_run: return print(f"checked {out} against {Path(a.data)/'sample_submission.csv'}; --dry-run: not submitted")
+        try: r = submit(out, a.comp, a.message, sample=Path(a.data)/'sample_submission.csv')
+        except KaggleError as e: raise UsageError(error_line(e)) from None
+        print(f"submitted {out} to {a.comp}: {r['message']}")
+    return job
+
+# %% ../nbs/30_cli.ipynb
+@command('push-kernel', 'upload a project notebook, without outputs, as a Kaggle kernel',
+         'paddy_collab push-kernel nbs/07_ensemble.ipynb --comp paddy-disease-classification --gpu', force=False)
+def _push_kernel(p):
+    p.add_argument('notebook', help='the .ipynb file to push')
+    p.add_argument('--user', help='Kaggle user who owns the kernel (default: the signed-in user)')
+    p.add_argument('--title', help='kernel title (default: the notebook\'s "# Title")')
+    p.add_argument('--slug', help='kernel slug, the URL name (default: from the title)')
+    p.add_argument('--comp', default='paddy-disease-classification', help='competition whose data the kernel reads ("" for none)')
+    p.add_argument('--dataset', action='append', default=[], metavar='OWNER/SLUG', help='a dataset to attach (repeatable)')
+    p.add_argument('--wheel-ds', metavar='OWNER/SLUG', help='dataset holding paddy_collab\'s wheel: attached, and installed by the first cell')
+    p.add_argument('--public', action='store_true', help='make the kernel public (default: private)')
+    p.add_argument('--gpu', action='store_true', help='run it on a GPU')
+    p.add_argument('--internet', action=argparse.BooleanOptionalAction, default=True, help='allow internet in the kernel')
+    p.add_argument('--dry-run', metavar='DIR', help='write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing')
+    def job(a):
+        from paddy_collab.kaggle import push_notebook, kernel_files, KaggleError
+        kw = dict(slug=a.slug, title=a.title, comp=a.comp or None, datasets=a.dataset, wheel_ds=a.wheel_ds, private=not a.public, gpu=a.gpu, internet=a.internet)
+        try:
+            if a.dry_run:
+                d = kernel_files(a.notebook, a.dry_run, a.user or 'your-kaggle-user', **kw)
+                return print(f"wrote {d/'kernel-metadata.json'} and {d/Path(a.notebook).name}; --dry-run: not pushed")
+            r = push_notebook(a.notebook, user=a.user, **kw)
+        except KaggleError as e: raise UsageError(error_line(e)) from None
+        print(f"pushed {a.notebook} as {r['ref']} (version {r['version']}): {r['url']}")
     return job
 
 # %% ../nbs/30_cli.ipynb
