@@ -1,0 +1,133 @@
+"Collaborative filtering (issue 5): bad input, recovery of a known low-rank structure, and the interpretation helpers on a model trained on MovieLens 100k."
+import pickle
+import numpy as np, pandas as pd, pytest, torch
+from fastai.learner import load_learner
+from paddy_collab.collab import *
+
+torch.set_num_threads(1)  # tiny matrix ops: one thread is faster than two fighting over a busy CPU
+
+@pytest.fixture(scope='module')
+def ratings(): return load_movielens()
+
+@pytest.fixture(scope='module')
+def learn(ratings):
+    "The lesson's `collab_learner(n_factors=50, y_range=(0, 5.5))`, `fit_one_cycle(5, 5e-3, wd=0.1)`, seed 42 (cached for the notebooks that want it too)."
+    return fit_movielens('fastai')
+
+@pytest.fixture(scope='module')
+def small(ratings):
+    "A quickly trained model on 10% of the users, for error cases."
+    return fit_movielens('bias', n_epoch=1, bs=256, ratings=ratings[ratings.user <= 94])
+
+# --- bad input ---
+
+def test_check_ratings_errors(ratings):
+    head = ratings.head(5).copy()
+    with pytest.raises(KeyError, match=r"ratings is missing column\(s\) \['rating'\]"): check_ratings(head.drop(columns='rating'))
+    with pytest.raises(KeyError, match=r"my.csv is missing column\(s\) \['item'\]"): check_ratings(head, item_name='item', source='my.csv')
+    with pytest.raises(TypeError, match=r"must be numeric, got dtype .*'4 stars' at index 2"):
+        check_ratings(head.astype({'rating': object}).assign(rating=[1, 2, '4 stars', 3, 5]))
+    with pytest.raises(ValueError, match=r"2 NaN rating\(s\), first at index 1"): check_ratings(head.assign(rating=[1, np.nan, np.nan, 3, 5]))
+    with pytest.raises(ValueError, match=r"1 rating\(s\) .* outside y_range=\(0, 5.5\)"): check_ratings(head.assign(rating=[1, 2, 6, 3, 5]), y_range=(0, 5.5))
+    with pytest.raises(ValueError, match=r"\['user'\] has 1 missing value"): check_ratings(head.assign(user=[1, None, 2, 3, 4]))
+    with pytest.raises(ValueError, match='empty'): check_ratings(head.iloc[:0])
+    assert check_ratings(ratings, y_range=(0, 5.5)) is ratings
+
+def test_load_movielens_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match='u.data not found'): load_movielens(tmp_path)
+    (tmp_path/'u.data').write_text('1\t2\t3\t4\n')
+    with pytest.raises(FileNotFoundError, match='u.item not found'): load_movielens(tmp_path)
+
+def test_emb_szs_list_trap(small):
+    dls = small.dls
+    with pytest.raises(TypeError, match='emb_szs must be a dict'): collab_emb_szs(dls, [(95, 10), (1000, 10)])
+    with pytest.raises(TypeError, match='emb_szs must be a dict'): CollabNN.from_dls(dls, emb_szs=[(95, 10), (1000, 10)])
+    with pytest.raises(TypeError, match=r'unpack it, CollabNN\(\*get_emb_sz\(dls\)\)'): CollabNN(collab_emb_szs(dls))
+    with pytest.raises(TypeError, match='not a dict'): CollabNN({'user': 10})
+    with pytest.raises(KeyError, match=r"unknown column\(s\) \['movie'\]"): collab_emb_szs(dls, {'movie': 10})
+    assert CollabNN.from_dls(dls, {'title': 7}).item_factors.weight.shape[1] == 7
+
+def test_unknown_names(small, ratings):
+    with pytest.raises(KeyError, match=r"did you mean \['Silence of the Lambs, The \(1991\)'"): nearest_items(small, 'Silence of the Lambs')
+    with pytest.raises(KeyError, match="item 'Not A Movie' is not in the model's 'title' classes"): nearest_items(small, 'Not A Movie')
+    with pytest.raises(KeyError, match="user 500 is not in the model's 'user' classes"): recommend(small, 500, ratings)  # not among the 94 users
+    with pytest.raises(KeyError, match="item 'Star Wars' is not in the model"): recommend_new_user(small, rated={'Star Wars': 5})
+    with pytest.raises(ValueError, match="kind must be 'item' or 'user'"): top_biases(small, kind='movie')
+    with pytest.raises(ValueError, match='kind must be one of'): fit_movielens('svd')
+    assert collab_idx(small, '7', 'user') == collab_idx(small, 7, 'user')
+
+# --- to scale: a known low-rank structure is recovered ---
+
+@pytest.mark.parametrize('kind', ['bias', 'fastai'])
+def test_recovers_low_rank(kind):
+    "250 users x 250 items, all rated: 3 + biases + rank-3 factors + N(0, 0.5^2) noise. The best possible MSE is the noise variance."
+    noise = 0.5
+    df = lowrank_ratings(250, 250, n_factors=3, noise=noise, clip=None, seed=0)
+    learn = fit_movielens(kind, n_epoch=10, lr=0.1, bs=512, wd=1e-3, n_factors=3, y_range=None, ratings=df)
+    mse = learn.recorder.values[-1][1]
+    print(f'{kind}: valid MSE {mse:.4f} = {mse/noise**2:.3f} x noise variance; ratings variance {df.rating.var():.3f}')
+    assert mse <= 1.1 * noise**2, mse
+    # the model, not a constant or biases alone: those explain far less (var of the factor term is about 0.4)
+    assert mse < 0.5 * df.rating.var()
+
+# --- interpretation helpers on the trained MovieLens model ---
+
+def test_trained_figure(learn):
+    mse = learn.recorder.values[-1][1]
+    print(f'collab_learner(n_factors=50, y_range=(0, 5.5)) fit_one_cycle(5, 5e-3, wd=0.1), seed 42: valid MSE {mse:.4f}')
+    assert mse <= 0.85
+
+def test_top_biases(learn, ratings):
+    mean = ratings.rating.mean()
+    top = top_biases(learn, 5, ratings=ratings)
+    print(top)
+    assert (top.mean_rating > mean + 0.4).all() and (top.n_ratings >= 100).all()  # well rated by many
+    low = top_biases(learn, 5, largest=False, ratings=ratings)
+    assert (low.mean_rating < mean - 1).all()
+    assert top.bias.min() > low.bias.max()
+    users = top_biases(learn, 5, kind='user', ratings=ratings)
+    assert (users.mean_rating > mean).all()
+
+def test_nearest(learn):
+    for title in ['Silence of the Lambs, The (1991)', 'Star Wars (1977)', 'Toy Story (1995)']:
+        nb = nearest_items(learn, title, 5)
+        assert title not in set(nb.title) and '#na#' not in set(nb.title)
+        assert nb.similarity.is_monotonic_decreasing and nb.similarity.iloc[0] <= 1 + 1e-6
+    assert 'Return of the Jedi (1983)' in set(nearest_items(learn, 'Star Wars (1977)', 10).title)
+
+def test_recommend_excludes_rated(learn, ratings):
+    for user in [1, 42, 405]:
+        rec = recommend(learn, user, ratings, n=20)
+        assert len(rec) == 20 and rec.pred.is_monotonic_decreasing
+        assert not set(rec.title) & set(ratings.title[ratings.user == user])
+    rec = recommend(learn, 1, ratings[ratings.user != 1], n=2000)  # nothing excluded: every known title
+    assert len(rec) == len(learn.dls.classes['title']) - 1
+
+def test_factor_pca(learn, ratings):
+    pca = factor_pca(learn, ratings, n=1000)
+    assert pca.shape == (1000, 4) and pca.n_ratings.is_monotonic_decreasing
+    assert pca.index[0] == 'Star Wars (1977)'
+    v = pca[['pc0', 'pc1', 'pc2']].var()
+    assert v.is_monotonic_decreasing
+
+def test_cold_start(learn, ratings):
+    rec = recommend_new_user(learn, 10)
+    means = ratings.groupby('title').rating.agg(['mean', 'count'])
+    assert (means.loc[rec.title, 'mean'] > ratings.rating.mean()).all()  # the average user gets broadly liked movies
+    # a new user who loves sci-fi gets sci-fi-ish recommendations, and none of what they rated
+    rated = {'Star Wars (1977)': 5, 'Empire Strikes Back, The (1980)': 5, 'Return of the Jedi (1983)': 5, 'Sense and Sensibility (1995)': 1}
+    rec2 = recommend_new_user(learn, 10, rated=rated)
+    assert not set(rec2.title) & set(rated) and len(rec2) == 10
+    m = new_user_model(learn, rated)
+    x = torch.tensor([[0, collab_idx(learn, t)] for t in rated])
+    fitted = collab_predict(m, x)
+    avg = collab_predict(new_user_model(learn), x)
+    y = torch.tensor([float(v) for v in rated.values()])
+    assert ((fitted-y)**2).mean() < ((avg-y)**2).mean()
+
+def test_export_reload(small, tmp_path, ratings):
+    "A 5-class learner refers only to package functions, so `load_learner` works and the helpers work on it."
+    l = fit_movielens('ce', n_epoch=1, bs=256, ratings=ratings[ratings.user <= 94])
+    l.export(tmp_path/'ce.pkl')
+    l2 = load_learner(tmp_path/'ce.pkl')
+    assert list(recommend(l2, 1, ratings, n=5).title) == list(recommend(l, 1, ratings, n=5).title)
