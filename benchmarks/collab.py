@@ -90,7 +90,7 @@ def ml100k(args):
     ratings = load()
     kw = dict(item_name='title', seed=args.seed)
     def stock_dls(bs): return lambda: CollabDataLoaders.from_df(ratings, bs=bs, **kw)
-    def fast_dls(bs): return lambda: TensorCollabDataLoaders.from_df(ratings, bs=bs, **kw)
+    def fast_dls(bs, **k): return lambda: TensorCollabDataLoaders.from_df(ratings, bs=bs, **kw, **k)
     def learner(f, **k):
         def _inner(dls):
             set_seed(args.seed)
@@ -102,7 +102,8 @@ def ml100k(args):
     stock = run('stock: CollabDataLoaders + collab_learner', stock_dls(64), learner(collab_learner), ep, lr, wd)
     target = stock['mses'][-1]
     rs = [run('fast: TensorCollabDataLoaders + collab_learner', fast_dls(64), learner(collab_learner), ep, lr, wd),
-          run('fast: ... + fast_collab_learner (LeanLearner)', fast_dls(64), learner(fast_collab_learner), ep, lr, wd)]
+          run('fast: ... + fast_collab_learner (LeanLearner)', fast_dls(64), learner(fast_collab_learner), ep, lr, wd),
+          run("fast: LeanLearner, replace=True (stock's sampling)", fast_dls(64, replace=True), learner(fast_collab_learner), ep, lr, wd)]
     for spec in args.big:
         bs,blr,bep,opt = spec.split(':')
         bs,blr,bep = int(bs),float(blr),int(bep)
@@ -178,7 +179,7 @@ if __name__=='__main__':
     p.add_argument('--threads', type=int, default=1, help='torch intra-op threads (default 1: faster for small ops on a busy 2-core machine)')
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--epochs', type=int, default=5, help="ML-100k: epochs of the lesson's schedule")
-    p.add_argument('--big', nargs='*', default=['512:1e-2:3:adam', '512:1e-2:2:fused', '1024:2e-2:2:fused'],
+    p.add_argument('--big', nargs='*', default=['512:1e-2:3:adam', '512:1e-2:3:fused', '1024:1e-2:3:fused'],
                    help='ML-100k larger-batch fast runs, each bs:lr:epochs:opt (opt: adam or fused)')
     p.add_argument('--n-ratings', type=int, default=25_000_000)
     p.add_argument('--scale-bs', type=int, nargs='*', default=[65536, 262144, 16384])

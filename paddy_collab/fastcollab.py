@@ -68,9 +68,17 @@ class TensorCollab:
 class TensorCollabDL(DataLoader):
     "A fastai `DataLoader` whose batches are gathered from `TensorCollab` tensors: no per-item work, no collate."
     n_inp = 1
+    def __init__(self, dataset=None, replace:bool=False, **kwargs):
+        "`replace`: when shuffling, draw `n` rows with replacement (what stock fastai's `TabWeightedDL` does) instead of a permutation"
+        self.replace = replace
+        super().__init__(dataset, **kwargs)
+
+    def new(self, dataset=None, cls=None, **kwargs): return super().new(dataset, cls, **merge(dict(replace=self.replace), kwargs))
+
     def get_idxs(self):
         if not self.shuffle: return torch.arange(self.n)
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.rng.randint(0, 2**62)))
+        g = torch.Generator().manual_seed(self.rng.randint(0, 2**62))
+        return torch.randint(0, self.n, (self.n,), generator=g) if self.replace else torch.randperm(self.n, generator=g)
 
     def __iter__(self):
         self.randomize()
@@ -116,6 +124,7 @@ class TensorCollabDataLoaders(DataLoaders):
                 bs:int=64, # training batch size
                 val_bs:int|None=None, # validation batch size; default `max(bs, 1024)`
                 shuffle:bool=True, # shuffle the training set each epoch (and drop its last partial batch)
+                replace:bool=False, # shuffle by drawing with replacement, as stock fastai does (see below)
                 device=None, # default: `default_device()`
                 idx_dtype=torch.long, # `torch.int32` to halve the memory of the indices
                 y_dtype=torch.float32, # `torch.bfloat16` halves the memory of the ratings (half stars are exact)
@@ -140,7 +149,7 @@ class TensorCollabDataLoaders(DataLoaders):
         dss = [TensorCollab(x[i], y[i], classes, cat_names, [rating_name]) for i in (trn,val)]
         del x,y
         if device is None: device = default_device()
-        dls = [TensorCollabDL(dss[0], bs=bs, shuffle=shuffle, drop_last=shuffle, device=device),
+        dls = [TensorCollabDL(dss[0], bs=bs, shuffle=shuffle, drop_last=shuffle, device=device, replace=replace),
                TensorCollabDL(dss[1], bs=ifnone(val_bs, max(bs,1024)), shuffle=False, drop_last=False, device=device)]
         return cls(*dls, path=path, device=device)
 
