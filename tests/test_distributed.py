@@ -3,7 +3,7 @@
 One launch runs every distributed job (a process start costs seconds on 2 cores); the single-process baselines
 run the same worker in this process. Set PADDY_BENCH=1 to also print 1- vs 2-process throughput figures.
 """
-import os, sys, json, runpy, textwrap, time, subprocess
+import os, sys, json, contextlib, textwrap, time, subprocess
 from pathlib import Path
 import pytest, torch
 from paddy_collab.distributed import launch, launch_cmd, main as distrib_main
@@ -69,6 +69,14 @@ WORKER = textwrap.dedent('''
     if is_main(): (out/'info.json').write_text(json.dumps(info))
 ''')
 
+@contextlib.contextmanager
+def one_thread():
+    "One torch thread, as each launched process has (torchrun sets OMP_NUM_THREADS=1): a fair baseline, and on a busy 2-core machine 2 threads can be 10x slower."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
+
 def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None, subprocess_=False):
     "Run the worker in `nproc` processes (1: in this process, as a plain script run under `auto_distrib` would)."
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +88,8 @@ def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None, subprocess_=Fa
         return subprocess.run([sys.executable, '-m', 'paddy_collab.distributed', *args], env=env, check=True, capture_output=True, text=True)
     if nproc == 1:
         old = sys.argv
-        try: assert distrib_main(args) == 0
+        try:
+            with one_thread(): assert distrib_main(args) == 0
         finally: sys.argv = old
         return None
     return launch(args, num_processes=nproc, threads=threads, timeout=600)
@@ -183,7 +192,7 @@ def test_cli_train_collab(tmp_path):
     if integrated: prog = ['-m', 'paddy_collab.cli']
     else: (tmp_path/'cli.py').write_text(CLI_WRAPPER); prog = [tmp_path/'cli.py']
     r = launch(prog + args + ['--bs', '32', '--out', tmp_path/'two'], num_processes=2, timeout=600)
-    assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
+    with one_thread(): assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
     one, two = tmp_path/'one', tmp_path/'two'
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temporary folder left by either process
