@@ -457,7 +457,8 @@ def new_user_model(learn, # a collab `Learner`
     params = [p for p in m.parameters() if any(q.data_ptr()==p.data_ptr() for q in ps)]
     for p in params: p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
-    x = torch.stack([torch.zeros_like(idxs), idxs], 1)
+    dev = w['user_w'].device
+    x,y = torch.stack([torch.zeros_like(idxs), idxs], 1).to(dev),y.to(dev)
     for _ in range(steps):
         out = m(x, None) if isinstance(m, TabularModel) else m(x)
         pred = expected_rating(out) if out.ndim==2 and out.shape[1]>1 else out.view(-1)
