@@ -111,6 +111,18 @@ class TensorCollabDL(DataLoader):
         display_df(df)
 
 # %% ../nbs/09_fastcollab.ipynb
+def _check_ratings(ratings, user_name, item_name, rating_name, what='ratings'):
+    "Column names (defaults: the first three columns), after checking `ratings` has them and numeric, complete ratings"
+    if not isinstance(ratings, pd.DataFrame): raise TypeError(f"{what} must be a pandas DataFrame, got {type(ratings).__name__}")
+    if ratings.shape[1]<3 and None in (user_name,item_name,rating_name):
+        raise ValueError(f"{what} needs a user, an item and a rating column; got columns {list(ratings.columns)}")
+    names = [ratings.columns[i] if n is None else n for i,n in enumerate((user_name,item_name,rating_name))]
+    check_columns(ratings, names, what)
+    r = ratings[names[2]]
+    if not pd.api.types.is_numeric_dtype(r): raise TypeError(f"rating column {names[2]!r} of {what} must be numeric, got dtype {r.dtype}")
+    if r.isna().any(): raise ValueError(f"rating column {names[2]!r} of {what} has {int(r.isna().sum())} missing value(s)")
+    return names
+
 class TensorCollabDataLoaders(DataLoaders):
     "`CollabDataLoaders` over tensors: the same split, vocab and indices for a given seed, batches sliced from tensors."
     @classmethod
@@ -130,24 +142,34 @@ class TensorCollabDataLoaders(DataLoaders):
                 y_dtype=torch.float32, # `torch.bfloat16` halves the memory of the ratings (half stars are exact)
                ):
         "Create `DataLoaders` over tensors from `ratings`, split as `CollabDataLoaders.from_df` splits it."
-        if not isinstance(ratings, pd.DataFrame): raise TypeError(f"ratings must be a pandas DataFrame, got {type(ratings).__name__}")
-        if ratings.shape[1]<3 and None in (user_name,item_name,rating_name):
-            raise ValueError(f"ratings needs a user, an item and a rating column; got columns {list(ratings.columns)}")
-        user_name   = ifnone(user_name,   ratings.columns[0])
-        item_name   = ifnone(item_name,   ratings.columns[1])
-        rating_name = ifnone(rating_name, ratings.columns[2])
-        check_columns(ratings, [user_name,item_name,rating_name], 'ratings')
+        user_name,item_name,rating_name = _check_ratings(ratings, user_name, item_name, rating_name)
         if len(ratings)<2: raise ValueError(f"ratings has {len(ratings)} row(s); need at least 2 to split")
-        r = ratings[rating_name]
-        if not pd.api.types.is_numeric_dtype(r): raise TypeError(f"rating column {rating_name!r} must be numeric, got dtype {r.dtype}")
-        if r.isna().any(): raise ValueError(f"rating column {rating_name!r} has {int(r.isna().sum())} missing value(s)")
         cat_names = [user_name,item_name]
         trn,val = collab_split(len(ratings), valid_pct, seed)
         classes = {n:collab_vocab(ratings[n], trn) for n in cat_names}
         x = torch.stack([collab_codes(ratings[n], classes[n], idx_dtype) for n in cat_names], 1)
-        y = torch.tensor(r.to_numpy(dtype=np.float32)).to(y_dtype)[:,None]
+        y = torch.tensor(ratings[rating_name].to_numpy(dtype=np.float32)).to(y_dtype)[:,None]
         dss = [TensorCollab(x[i], y[i], classes, cat_names, [rating_name]) for i in (trn,val)]
         del x,y
+        return cls._from_dss(dss, path, bs, val_bs, shuffle, replace, device)
+
+    @classmethod
+    def from_dfs(cls, train:pd.DataFrame, # training ratings: the vocab is learned from these
+                 valid:pd.DataFrame, # validation ratings, e.g. MovieLens `u1.test`; unknown users/items map to '#na#'
+                 user_name=None, item_name=None, rating_name=None, path='.', bs:int=64, val_bs:int|None=None, shuffle:bool=True,
+                 replace:bool=False, device=None, idx_dtype=torch.long, y_dtype=torch.float32): # as in `from_df`
+        "Create `DataLoaders` over tensors from a given train/valid split (e.g. MovieLens `u1.base` and `u1.test`)."
+        names = _check_ratings(train, user_name, item_name, rating_name, 'train')
+        _check_ratings(valid, *names, what='valid')
+        cat_names = names[:2]
+        classes = {n:collab_vocab(train[n]) for n in cat_names}
+        dss = [TensorCollab(torch.stack([collab_codes(df[n], classes[n], idx_dtype) for n in cat_names], 1),
+                            torch.tensor(df[names[2]].to_numpy(dtype=np.float32)).to(y_dtype)[:,None], classes, cat_names, [names[2]])
+               for df in (train,valid)]
+        return cls._from_dss(dss, path, bs, val_bs, shuffle, replace, device)
+
+    @classmethod
+    def _from_dss(cls, dss, path, bs, val_bs, shuffle, replace, device):
         if device is None: device = default_device()
         dls = [TensorCollabDL(dss[0], bs=bs, shuffle=shuffle, drop_last=shuffle, device=device, replace=replace),
                TensorCollabDL(dss[1], bs=ifnone(val_bs, max(bs,1024)), shuffle=False, drop_last=False, device=device)]

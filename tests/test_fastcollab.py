@@ -151,3 +151,12 @@ def test_bad_input():
     with pytest.raises(TypeError, match='DataFrame'): fast_collab_dls(df.values)
     with pytest.raises(KeyError, match='test_items'): fast_collab_dls(df, seed=0).test_dl(df[['user']])
     with pytest.raises(ValueError, match='positive'): synth_ratings(0, 10, 100)
+
+def test_from_dfs_fixed_split():
+    "u1.base/u1.test style: vocab from the train table, unknown valid users/items map to '#na#'"
+    tr = pd.DataFrame({'u':[1,2,3,1], 'i':['a','b','a','c'], 'r':[1.,2.,3.,4.]})
+    va = pd.DataFrame({'u':[3,9], 'i':['c','a'], 'r':[5.,1.]})
+    dls = TensorCollabDataLoaders.from_dfs(tr, va, bs=2)
+    assert list(dls.classes['u'].items)==['#na#',1,2,3] and list(dls.classes['i'].items)==['#na#','a','b','c']
+    assert dls.valid_ds.x.tolist()==[[3,3],[0,1]] and dls.valid_ds.y[:,0].tolist()==[5.,1.]
+    with pytest.raises(KeyError, match='valid'): TensorCollabDataLoaders.from_dfs(tr, va[['u','i']], rating_name='r')
