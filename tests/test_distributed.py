@@ -201,11 +201,32 @@ def test_cli_train_collab(tmp_path):
     print(f'train-collab valid MSE: 1 process {m1:.4f}, 2 processes {m2:.4f}')
     assert abs(m2 - m1) < 0.02*m1
 
-def test_bad_launch_reports_output(tmp_path):
-    "A worker that fails in 2 processes raises with the end of its output."
-    bad = tmp_path/'bad.py'
-    bad.write_text('import sys; sys.exit("worker failed on purpose")')
-    with pytest.raises(RuntimeError, match='worker failed on purpose'): launch([bad], num_processes=2, wrap=False, timeout=300)
+@pytest.mark.skipif(not _cli_has('train-paddy'), reason='the CLI has no train-paddy command yet')
+def test_cli_train_paddy(tmp_path):
+    "`accelerate launch ... paddy_collab.cli train-paddy --multi-target` in 2 processes: one member folder, the files of a 1-process run."
+    from paddy_collab import cli
+    from paddy_collab.synth import synth_paddy
+    from paddy_collab.ensemble import load_preds
+    data = synth_paddy(tmp_path/'paddy', n_per_class=4, n_test=6, size=(64, 80))
+    args = ['train-paddy', '--data', data, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
+            '--n-tta', '1', '--quiet']
+    integrated = 'main_or_scratch' in Path(cli.__file__).read_text()
+    if integrated: prog = ['-m', 'paddy_collab.cli']
+    else: (tmp_path/'cli.py').write_text(CLI_WRAPPER); prog = [tmp_path/'cli.py']
+    r = launch(prog + args + ['--bs', '8', '--out', tmp_path/'two'], num_processes=2, timeout=600)
+    with one_thread(): assert cli.main([str(a) for a in args] + ['--bs', '16', '--out', str(tmp_path/'one')]) == 0
+    (m1,), (m2,) = [list(d.iterdir()) for d in (tmp_path/'one', tmp_path/'two')]  # one member folder each
+    assert m1.name == m2.name and sorted(p.name for p in m2.iterdir()) == sorted(p.name for p in m1.iterdir())
+    assert not [p for p in [*tmp_path.iterdir(), *(tmp_path/'two').iterdir()] if p.name.startswith('.')]
+    assert r.stdout.count('wrote ') == 4  # model, preds, loss and confusion plots, each announced once
+    p1, p2 = load_preds(m1/'preds.npz'), load_preds(m2/'preds.npz')
+    assert p2.files == p1.files and [p.shape for p in p2.probs] == [p.shape for p in p1.probs]
+
+def test_failed_launch_reports_output(monkeypatch):
+    "A run that fails raises `RuntimeError` with the end of its output (here a stand-in command, not a real launch: 2 processes cost seconds)."
+    import paddy_collab.distributed as d
+    monkeypatch.setattr(d, 'launch_cmd', lambda args, **kw: [sys.executable, '-c', 'import sys; print("some output"); sys.exit("worker failed on purpose")'])
+    with pytest.raises(RuntimeError, match='(?s)failed with status 1.*some output.*worker failed on purpose'): d.launch(['x.py'])
 
 def test_usage():
     assert distrib_main([]) == 2 and distrib_main(['-m']) == 2
