@@ -395,6 +395,8 @@ def plot_factor_pca(learn, ratings:pd.DataFrame, n:int=1000, n_show:int=50, comp
 def nearest_items(learn, # a collab `Learner`
                   name, # an item the model knows
                   n:int=5, # how many neighbours
+                  ratings:pd.DataFrame|None=None, # with `min_ratings`: the ratings to count
+                  min_ratings:int=0, # only items with at least this many ratings in `ratings` (rare items have noisy factors)
                  )->pd.DataFrame: # item, similarity; most similar first, never `name` itself
     "The `n` items whose factors have the highest cosine similarity with `name`'s."
     idx = collab_idx(learn, name, 'item')
@@ -402,6 +404,12 @@ def nearest_items(learn, # a collab `Learner`
     w = collab_weights(learn.model)['item_w'].detach().cpu().float()
     sims = nn.CosineSimilarity(dim=1)(w, w[idx][None])
     sims[0] = sims[idx] = -float('inf')  # neither #na# nor the item itself
+    if min_ratings:
+        if ratings is None: raise ValueError("min_ratings needs the ratings table: pass ratings=...")
+        check_columns(ratings, [col], 'ratings')
+        counts = ratings[col].value_counts()
+        few = torch.tensor([counts.get(o, 0) < min_ratings for o in cm])
+        sims[few] = -float('inf')
     top = sims.argsort(descending=True)[:n]
     return pd.DataFrame({col: [cm[int(i)] for i in top], 'similarity': sims[top].numpy()})
 
