@@ -19,7 +19,7 @@ from fastai.distributed import DistributedDL, DistributedTrainer
 # %% auto 0
 __all__ = ['world_size', 'is_main', 'init_distrib', 'main_print', 'main_first', 'pg_device', 'OrderedDistributedDL',
            'revert_sync_batchnorm', 'DistribTrainer', 'distrib_ctx', 'distrib_fit', 'auto_distrib', 'main_or_scratch',
-           'free_port', 'launch_cmd', 'launch_env', 'launch', 'main']
+           'free_port', 'launch_cmd', 'launch_env', 'launch', 'distrib_main']
 
 # %% ../nbs/25_distributed.ipynb
 def world_size()->int:
@@ -290,7 +290,7 @@ def _selfcheck(out, # folder for `selfcheck.pt`
 
 def _usage(): print('usage: python -m paddy_collab.distributed (-m MODULE | SCRIPT | --selfcheck OUT) [ARGS...]', file=sys.stderr); return 2
 
-def main(argv:list|None=None, # default `sys.argv[1:]`
+def distrib_main(argv:list|None=None, # default `sys.argv[1:]`
         )->int: # exit status
     "Run `-m MODULE args`, `SCRIPT args` or `--selfcheck OUT` under `auto_distrib`, then leave the process group."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -312,4 +312,4 @@ def main(argv:list|None=None, # default `sys.argv[1:]`
 
 # %% ../nbs/25_distributed.ipynb
 #| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__': sys.exit(distrib_main())

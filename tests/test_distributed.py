@@ -6,7 +6,7 @@ run the same worker in this process. Set PADDY_BENCH=1 to also print 1- vs 2-pro
 import os, sys, json, contextlib, textwrap, time, subprocess
 from pathlib import Path
 import pytest, torch
-from paddy_collab.distributed import launch, launch_cmd, main as distrib_main
+from paddy_collab.distributed import launch, launch_cmd, distrib_main
 
 WORKER = textwrap.dedent('''
     "Train a Paddy and a collab model; the main process saves what they predict. Runs unchanged in 1 or N processes."
