@@ -88,7 +88,9 @@ def test_top_biases(learn, ratings):
     users = top_biases(learn, 5, kind='user', ratings=ratings)
     assert (users.mean_rating > mean).all()
 
-def test_nearest(learn):
+def test_nearest(learn, ratings):
+    nb = nearest_items(learn, 'Silence of the Lambs, The (1991)', 5, ratings=ratings, min_ratings=50)
+    assert (ratings.title.value_counts()[nb.title] >= 50).all()
     for title in ['Silence of the Lambs, The (1991)', 'Star Wars (1977)', 'Toy Story (1995)']:
         nb = nearest_items(learn, title, 5)
         assert title not in set(nb.title) and '#na#' not in set(nb.title)
