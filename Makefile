@@ -48,7 +48,7 @@ readme: dev
 	$(BIN)/jupyter nbconvert --to markdown --stdout nbs/index.ipynb > README.md.tmp && mv README.md.tmp README.md
 
 demo: install data
-	$(BIN)/python -m paddy_collab.demo
+	$(BIN)/paddy_collab demo --out outputs/demo --force
 
 clean-venv:
 	rm -rf $(VENV)
