@@ -19,7 +19,7 @@ from fastai.distributed import DistributedDL, DistributedTrainer
 # %% auto 0
 __all__ = ['world_size', 'is_main', 'init_distrib', 'main_print', 'main_first', 'pg_device', 'OrderedDistributedDL',
            'revert_sync_batchnorm', 'DistribTrainer', 'distrib_ctx', 'distrib_fit', 'auto_distrib', 'main_or_scratch',
-           'free_port', 'launch_cmd', 'launch_env', 'launch', 'distrib_main']
+           'free_port', 'launch_cmd', 'launch_env', 'launch', 'distrib_run', 'distrib_main']
 
 # %% ../nbs/25_distributed.ipynb
 def world_size()->int:
@@ -288,6 +288,15 @@ def _selfcheck(out, # folder for `selfcheck.pt`
                             metrics=[float(v) for v in learn.recorder.values[-1]]), tmp)
     print(f'selfcheck: {len(preds)} predictions from {world_size()} process(es)')
 
+def distrib_run(f, *args, # a job and its arguments, e.g. the CLI's `a.job, a`
+                **kwargs):
+    "Call `f(*args, **kwargs)` under `auto_distrib` after joining the process group, and leave the group afterwards."
+    try:
+        init_distrib()
+        with auto_distrib(): return f(*args, **kwargs)
+    finally:
+        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
 def _usage(): print('usage: python -m paddy_collab.distributed (-m MODULE | SCRIPT | --selfcheck OUT) [ARGS...]', file=sys.stderr); return 2
 
 def distrib_main(argv:list|None=None, # default `sys.argv[1:]`
@@ -295,20 +304,17 @@ def distrib_main(argv:list|None=None, # default `sys.argv[1:]`
     "Run `-m MODULE args`, `SCRIPT args` or `--selfcheck OUT` under `auto_distrib`, then leave the process group."
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help') or (argv[0] in ('-m', '--selfcheck') and len(argv) < 2): return _usage()
-    try:
-        init_distrib()
-        with auto_distrib():
-            if argv[0] == '--selfcheck': _selfcheck(argv[1])
-            elif argv[0] == '-m':
-                sys.argv = [argv[1]] + argv[2:]
-                runpy.run_module(argv[1], run_name='__main__', alter_sys=True)
-            else:
-                sys.argv = argv
-                runpy.run_path(argv[0], run_name='__main__')
-        return 0
+    def _run():
+        if argv[0] == '--selfcheck': _selfcheck(argv[1])
+        elif argv[0] == '-m':
+            sys.argv = [argv[1]] + argv[2:]
+            runpy.run_module(argv[1], run_name='__main__', alter_sys=True)
+        else:
+            sys.argv = argv
+            runpy.run_path(argv[0], run_name='__main__')
+    try: distrib_run(_run)
     except SystemExit as e: return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+    return 0
 
 # %% ../nbs/25_distributed.ipynb
 #| eval: false

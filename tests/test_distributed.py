@@ -1,7 +1,8 @@
 """Data-parallel training in 2 CPU processes (gloo) through `accelerate launch`, against the same code in 1 process.
 
-One launch runs every distributed job (a process start costs seconds on 2 cores); the single-process baselines
-run the same worker in this process. Set PADDY_BENCH=1 to also print 1- vs 2-process throughput figures.
+One launch runs the worker's Paddy and collab jobs (a process start costs seconds on 2 cores), a second one the CLI's
+`train-paddy`; the single-process baselines run in this process. PADDY_TEST_FLAGS=slow adds the CLI's `train-collab`;
+PADDY_BENCH=1 prints 1- vs 2-process throughput figures.
 """
 import os, sys, json, contextlib, textwrap, time, subprocess
 from pathlib import Path
@@ -178,6 +179,10 @@ def _cli_has(cmd):
     from paddy_collab import cli
     return cmd in cli._commands
 
+slow = pytest.mark.skipif('slow' not in os.environ.get('PADDY_TEST_FLAGS', '').split(),
+                          reason="slow (a third 2-process launch; the worker's collab run covers the same code): set PADDY_TEST_FLAGS=slow")
+
+@slow
 @pytest.mark.skipif(not _cli_has('train-collab'), reason='the CLI has no train-collab command yet')
 def test_cli_train_collab(tmp_path):
     "`accelerate launch ... paddy_collab.cli train-collab` in 2 processes: one output folder, the files and MSE of a 1-process run."
