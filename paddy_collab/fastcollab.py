@@ -9,10 +9,10 @@ import numpy as np, pandas as pd
 import torch
 from torch import nn
 from pandas.api.types import CategoricalDtype
+from .core import *  # first: it silences torch.jit's deprecation warning before fastai imports
 from fastai.basics import *
 from fastai.collab import CollabDataLoaders, EmbeddingDotBias, collab_learner
 from fastai.tabular.core import df_shrink_dtypes
-from .core import *
 
 # %% auto 0
 __all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
