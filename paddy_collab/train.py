@@ -64,7 +64,11 @@ def check_arch(arch:str, # a timm model name, optionally with a pretrained tag: 
     "Raise `ValueError` with the closest valid names if timm does not know `arch`."
     import timm
     if not isinstance(arch, str): return arch  # a torchvision-style model function: fastai's business
-    if timm.is_model(arch) and (not pretrained or '.' not in arch or arch in timm.list_models(pretrained=True)): return arch
+    if timm.is_model(arch) and (not pretrained or '.' not in arch or arch in timm.list_models(pretrained=True)):
+        from timm.models import get_deprecated_models
+        new = get_deprecated_models().get(arch)
+        if new: warnings.warn(f"{arch!r} is timm's old name for {new!r}: use the new name", FutureWarning)
+        return arch
     names = timm.list_models(pretrained=True) if pretrained and '.' in arch else timm.list_models()
     close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5) or difflib.get_close_matches(arch.split('.')[0], timm.list_models(), n=5, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see timm.list_models()"
@@ -263,10 +267,13 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
         else:
             learn.unfreeze()
             learn.fit_one_cycle(epochs, lr)
+        rec = learn.recorder
+        valid = {k: None if v is None else float(v) for k, v in zip(rec.metric_names[1:-1], rec.values[-1])} if rec.values else {}
+        hist = {k: getattr(rec, k) for k in ('lrs', 'iters', 'losses', 'values', 'metric_names')}
         tst_dl = paddy_test_dl(dls, path)
         preds = multi_tta(learn, dl=tst_dl, n=n_tta)[0] if n_tta else learn.get_preds(dl=tst_dl)[0]
+        for k, v in hist.items(): setattr(rec, k, v)  # `tta` resets the recorder (it runs `before_fit`): keep the training history for `plot_loss`
     vocabs = list(dls.vocab) if multi_target else [dls.vocab]
-    valid = {k: None if v is None else float(v) for k, v in zip(learn.recorder.metric_names[1:-1], learn.recorder.values[-1])} if learn.recorder.values else {}
     meta = dict(arch=arch, size=size, item=repr(learn.dls.after_item.fs.filter(lambda t: t.name.startswith('Resize')) or item),
                 accum=accum, finetune=finetune, epochs=epochs, pretrained=pretrained, seed=seed, lr=lr, bs=bs, n_tta=n_tta, precision=prec, valid=valid)
     res = PredSet(list(preds) if multi_target else [preds], vocabs, [f.name for f in tst_dl.items],
