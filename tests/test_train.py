@@ -55,7 +55,16 @@ def test_cached_weights_load_from_file_without_network(paddy, tmp_path, monkeypa
     assert convs and all(torch.equal(body[k], ref[k]) for k in convs)  # lr=0: the weights are the file's
     assert ps.meta['pretrained'] and len(ps.files) == 5
 
-def test_nothing_cached_here(): assert cached_weights('test_convnext') is None or Path(cached_weights('test_convnext')).exists()
+def test_cached_weights_finds_the_hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as C
+    monkeypatch.setattr(C, 'HF_HUB_CACHE', str(tmp_path))
+    assert cached_weights('test_resnet') is None
+    repo = tmp_path/'models--timm--test_resnet.r160_in1k'  # test_resnet's default weights
+    (repo/'refs').mkdir(parents=True); (repo/'refs'/'main').write_text('abc123')
+    (repo/'snapshots'/'abc123').mkdir(parents=True); (repo/'snapshots'/'abc123'/'model.safetensors').write_bytes(b'')
+    assert cached_weights('test_resnet') == repo/'snapshots'/'abc123'/'model.safetensors'
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')  # cached: no network needed, no error
+    assert pretrained_kwargs('test_resnet')['pretrained_cfg_overlay']['file'].endswith('model.safetensors')
 
 # --- gradient accumulation, as `train` wires it -------------------------------------------------------------------
 
