@@ -36,7 +36,7 @@ def train_accum(model, # a `torch.nn.Module`
 
 # %% ../nbs/05_gradacc.ipynb
 _mem_script = r'''
-import json, sys, resource, warnings
+import json, os, sys, resource, warnings
 warnings.simplefilter('ignore')
 a = json.loads(sys.argv[1])
 import numpy as np, torch, timm
@@ -45,9 +45,13 @@ from PIL import Image
 import torch.nn.functional as F
 from paddy_collab.gradacc import train_accum
 torch.manual_seed(0)
-def peak_mb():
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == 'darwin' else r / 2**10  # bytes on macOS, KiB on Linux
+def mem_mb(key):
+    "VmRSS (now) or VmHWM (peak since the last reset) of this process, in MB; ru_maxrss where there is no /proc."
+    if not os.path.exists('/proc/self/status'):
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / 2**20 if sys.platform == 'darwin' else r / 2**10
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'): return int(line.split()[1]) / 1024
 files = sorted(Path(a['path']).glob('train_images/*/*.jpg'))[:a['bs'] * a['n_steps']]
 labels = sorted({f.parent.name for f in files})
 x = torch.tensor(np.stack([np.asarray(Image.open(f).convert('RGB').resize((a['size'], a['size']))) for f in files])).permute(0, 3, 1, 2).float() / 255
@@ -55,9 +59,11 @@ y = torch.tensor([labels.index(f.parent.name) for f in files])
 model = timm.create_model(a['arch'], pretrained=False, num_classes=len(labels))
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 bs = a['bs'] // a['accum']
-base = peak_mb()
+try: open('/proc/self/clear_refs', 'w').write('5')  # Linux: reset the peak (VmHWM) to the current size
+except OSError: pass
+base = mem_mb('VmRSS')
 steps, _ = train_accum(model, opt, F.cross_entropy, zip(x.split(bs), y.split(bs)), n_acc=a['bs'])
-print(json.dumps(dict(base_MB=base, peak_MB=peak_mb(), steps=steps)))
+print(json.dumps(dict(base_MB=base, peak_MB=mem_mb('VmHWM'), steps=steps)))
 '''
 
 # %% ../nbs/05_gradacc.ipynb
@@ -68,7 +74,7 @@ def accum_memory(path, # a Paddy Doctor folder (real or from `synth_paddy`) with
                  bs:int=64, # samples per update: each setting uses batches of `bs//accum`
                  n_steps:int=1, # optimizer steps to run
                  timeout:float=600, # seconds per setting
-                )->pd.DataFrame: # one row per `accum`: batch size, peak RSS before and after training, and the difference, in MB
+                )->pd.DataFrame: # one row per `accum`: batch size, RSS before training, peak RSS during it, and the difference, in MB
     "CPU peak memory (peak resident set size) of training steps with gradient accumulation, one fresh process per `accum`."
     rows = []
     for accum in accums:

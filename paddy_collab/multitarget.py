@@ -11,6 +11,7 @@ from fastcore.basics import store_attr, ifnone
 from fastai.torch_core import TensorImage, Tensor
 from fastai.metrics import error_rate
 from fastai.vision.data import get_grid
+import fastai.vision.learner  # registers fastai's image `show_results` methods, which must come before ours (see below)
 from .paddy_data import *
 
 # %% auto 0

@@ -16,7 +16,7 @@ from fastai.data.core import DataLoaders
 from fastai.data.block import DataBlock, CategoryBlock
 from fastai.data.transforms import RandomSplitter, parent_label, get_image_files
 from fastai.vision.data import ImageBlock
-from fastai.vision.augment import Resize, aug_transforms
+# fastai.vision.augment (Resize, aug_transforms) imports torchvision, about 2 s: it is imported where it is used
 
 # %% auto 0
 __all__ = ['paddy_cols', 'PaddyReport', 'check_paddy', 'get_test_files', 'get_variety', 'paddy_item_tfms', 'paddy_block',
@@ -140,6 +140,7 @@ def get_variety(p, # a training image, `<path>/train_images/<disease>/<image_id>
 def paddy_item_tfms(size, # the final size after `aug_transforms`: an int or (height, width)
                    ):
     "The lesson's `Resize(480, method='squish')`, scaled with `size` (480 for 224)."
+    from fastai.vision.augment import Resize
     sz = tuple(round(s*480/224) for s in size) if isinstance(size, (tuple, list)) else round(size*480/224)
     return Resize(sz, method='squish')
 
@@ -153,6 +154,7 @@ def paddy_block(report:PaddyReport, # from `check_paddy`: the vocabularies
                 batch_tfms=None, # default `aug_transforms(size=size, min_scale=min_scale)`
                )->DataBlock:
     "The lesson's DataBlock for Paddy Doctor: disease from the parent folder, and variety from `train.csv` if `multi_target`."
+    from fastai.vision.augment import aug_transforms
     blocks = [ImageBlock, CategoryBlock(vocab=report.diseases)]
     getters = [parent_label]
     if multi_target: blocks.append(CategoryBlock(vocab=report.varieties)); getters.append(get_variety)
