@@ -276,7 +276,7 @@ def fit_predict(data:CollabData, # ratings to fit and rows to predict
         learn.model.eval()
         with torch.no_grad(): return learn.model(data.xv).float()
     if kind in ('i-autorec','u-autorec'):
-        by = kind[0]=='i' and 'item' or 'user'
+        by = 'item' if kind=='i-autorec' else 'user'
         learn = autorec_learner(data, by=by, seed=seed, **kwargs)
         _quiet_fit(learn, epochs or 120, lr or 5e-2)
         learn.model.eval()
@@ -312,7 +312,9 @@ def blend(X:Tensor, w:Tensor)->Tensor: # (n,) blended predictions, clipped to 1-
 BEST = [dict(kind='hybrid'), dict(kind='hybrid', l2=0.2, seed=1), dict(kind='i-autorec'), dict(kind='i-autorec', lam=50., seed=1),
         dict(kind='u-autorec')]  # chosen with `search`-style comparisons on the lesson's training ratings (see below)
 
-def _name(c): return ' '.join(f'{k}={v}' for k,v in c.items() if k!='kind') and f"{c['kind']}({', '.join(f'{k}={v}' for k,v in c.items() if k!='kind')})" or c['kind']
+def _name(c):
+    args = ', '.join(f'{k}={v}' for k,v in c.items() if k!='kind')
+    return f"{c['kind']}({args})" if args else c['kind']
 
 def train_best(trn:pd.DataFrame, # training ratings: everything the recipe learns or chooses from
                tst:pd.DataFrame, # rows to predict; their ratings are dropped before anything else happens
