@@ -10,7 +10,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install dev data check-sync readme clean-venv
+.PHONY: demo test test-newest install dev data check-sync readme quality clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,21 @@ check-sync: dev
 test: check-sync data
 	$(BIN)/python -m pytest tests -q -rs $(PYTEST_ARGS)
 
+# The package against the newest fastai/fastcore/timm that pip resolves (as on a Kaggle image), without nbdev
+# (nbdev 2 needs fastcore<2): a second venv, and the tests that do not run notebooks.
+NEWEST ?= .venv-newest
+NEWEST_TESTS ?= tests/test_foundation.py tests/test_xent.py tests/test_paddy_data.py tests/test_multitarget.py \
+	tests/test_gradacc.py tests/test_ensemble.py tests/test_fastcollab.py tests/test_collab.py tests/test_kaggle.py
+$(NEWEST)/.installed: settings.ini setup.py
+	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -c "import torch, torchvision" 2>/dev/null || $(NEWEST)/bin/python -m pip install -q $(TORCH)
+	$(NEWEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e . pytest
+	touch $@
+
+test-newest: $(NEWEST)/.installed data
+	$(NEWEST)/bin/python -c "import fastai, fastcore, timm; print('newest stack: fastai', fastai.__version__, 'fastcore', fastcore.__version__, 'timm', timm.__version__)"
+	$(NEWEST)/bin/python -m pytest $(NEWEST_TESTS) -q -rs -p no:cacheprovider
+
 # README.md is index.ipynb rendered offline (nbdev_readme needs Quarto, which cannot be installed everywhere).
 readme: dev
 	$(BIN)/jupyter nbconvert --to markdown --stdout nbs/index.ipynb > README.md.tmp && mv README.md.tmp README.md
@@ -50,5 +65,9 @@ readme: dev
 demo: install data
 	$(BIN)/paddy_collab demo --out outputs/demo --force
 
+# The best collab model on both protocols (about two CPU minutes each); prints the figures in README.md.
+quality: install data
+	$(BIN)/python benchmarks/collab_quality.py
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(NEWEST)
