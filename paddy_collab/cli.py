@@ -12,7 +12,7 @@ from .core import *
 
 # %% auto 0
 __all__ = ['MANIFEST', 'collab_models', 'UsageError', 'error_line', 'check_writable', 'atomic_dir', 'write_manifest',
-           'read_manifest', 'command', 'build_parser', 'paddy_ensembles']
+           'read_manifest', 'command', 'build_parser', 'paddy_ensembles', 'demo_steps']
 
 # %% ../nbs/30_cli.ipynb
 class UsageError(Exception):
@@ -137,7 +137,7 @@ def build_parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/30_cli.ipynb
-_epoch_line = None
+_epoch_line, _plain = None, False
 
 def _plain_progress():
     "Replace fastai's progress bars, in learners created from now on, by one printed line per epoch (for logs and pipes)."
@@ -161,6 +161,10 @@ def _plain_progress():
         _epoch_line = EpochLine
     defaults.callbacks = [c for c in defaults.callbacks if c not in (ProgressCallback, _epoch_line)] + [_epoch_line]
 
+def _progress():
+    "Set up progress reporting for the learners a job is about to create: fastai's bars, or one line per epoch."
+    if _plain: _plain_progress()
+
 def _export(learn, path):
     "`learn.export(path)` without the command line's own callbacks (a fresh process could not unpickle them)."
     if _epoch_line is not None: learn.remove_cbs([c for c in learn.cbs if isinstance(c, _epoch_line)])
@@ -172,7 +176,8 @@ def main(args:list|None=None, # the arguments; default `sys.argv[1:]`
     a = build_parser().parse_args(args)
     warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
     try:
-        if a.quiet or not sys.stdout.isatty(): _plain_progress()
+        global _plain
+        _plain = a.quiet or not sys.stdout.isatty()  # applied by the jobs that train, after their imports: `synth` needs no fastai
         a.job(a)
         return 0
     except KeyboardInterrupt:
@@ -226,6 +231,7 @@ def _collab_learner(a, df):
     if a.fast: from paddy_collab.fastcollab import TensorCollabDataLoaders as DLs, LeanLearner
     else: from fastai.collab import CollabDataLoaders as DLs
     dls = DLs.from_df(df, **kw)
+    _progress()
     reseed(dls, a.seed)
     learn = collab_model_learner(a.model, dls, n_factors=a.n_factors, y_range=tuple(a.y_range))
     if a.fast: learn.__class__ = LeanLearner  # calls each callback only for the events it defines: same results, less overhead
@@ -325,9 +331,10 @@ def _recommend(p):
     p.add_argument('--like', action='append', default=[], metavar='ITEM', help='an item (a title for MovieLens): print the items whose factors are nearest (repeatable)')
     p.add_argument('-n', type=int, default=10, help='how many items to print for each')
     def job(a):
+        if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
+        read_manifest(a.model, 'collab-model', 'recommend')  # before the slow imports
         import pandas as pd
         from paddy_collab.collab import recommend, nearest_items
-        if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
         learn, df, m = _load_collab(a.model)
         with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
             for u in a.user:
@@ -399,8 +406,6 @@ def _train_paddy(p):
     p.add_argument('--seed', type=int, default=42, help='seed of the train/valid split (the same for every member) and of training')
     p.add_argument('--out', default='outputs/paddy', help='folder for the saved members, one sub-folder each')
     def job(a):
-        from paddy_collab.train import check_arch, train
-        from paddy_collab.ensemble import save_preds, _slug
         if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
         if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
         accum = a.accum if a.accum == 'auto' else int(a.accum) if a.accum.isdigit() else None
@@ -408,6 +413,11 @@ def _train_paddy(p):
         size = a.size[0] if len(a.size) == 1 else tuple(a.size)
         data = Path(a.data)
         if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
+        from paddy_collab.train import check_arch, train
+        from paddy_collab.ensemble import save_preds, _slug
+        import paddy_collab.train as _t
+        if not hasattr(_t, 'contextlib'): _t.contextlib = contextlib  # train.py uses contextlib without importing it (reported)
+        _progress()
         members = paddy_ensembles(size)[a.ensemble] if a.ensemble else [(arch, None, size, 1) for arch in a.arch]
         for arch in dict.fromkeys(m[0] for m in members):  # every name, before any training
             check_arch(arch, a.pretrained)
@@ -452,8 +462,6 @@ def _members(runs)->list:
 
 def _predict(a):
     "Ensemble the prediction sets of `a.runs` into the submission `a.out`; return its path."
-    import pandas as pd
-    from paddy_collab.ensemble import load_preds, ensemble, write_submission
     out, data = Path(a.out), Path(a.data)
     if out.exists() and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace it")
     check_writable(out)
@@ -461,6 +469,8 @@ def _predict(a):
     ms = _members(a.runs)
     ws = a.weights or [m.get('weight', 1) for _, m in ms]
     if len(ws) != len(ms): raise UsageError(f"got {len(ws)} --weights for {len(ms)} models: {[str(f) for f, _ in ms]}")
+    import pandas as pd
+    from paddy_collab.ensemble import load_preds, ensemble, write_submission
     psets = [load_preds(f/m['files']['preds']) for f, m in ms]
     ens = ensemble(psets, ws)
     if a.head not in ens.heads: raise UsageError(f"no head {a.head!r}; the models predict {ens.heads}")
@@ -530,6 +540,48 @@ def _push_kernel(p):
             r = push_notebook(a.notebook, user=a.user, **kw)
         except KaggleError as e: raise UsageError(error_line(e)) from None
         print(f"pushed {a.notebook} as {r['ref']} (version {r['version']}): {r['url']}")
+    return job
+
+# %% ../nbs/30_cli.ipynb
+def demo_steps(out, # the demo's output folder
+               quick:bool=False, # tiny settings, for tests
+               force:bool=False, # pass --force to every step
+              )->list: # the argument lists of the steps, in order
+    "The `paddy_collab` commands `demo` runs."
+    out = Path(out)
+    f = ['--force'] if force else []
+    data = str(out/'paddy_data')
+    collab = ['train-collab', '--model', 'bias', '--epochs', '1' if quick else '5', '--bs', '1024' if quick else '64', '--out', str(out/'collab')]
+    synth = ['synth', data, '--size', '64', '85', '--solution'] + (['--n-per-class', '2', '--n-test', '4'] if quick else ['--n-per-class', '30', '--n-test', '40'])
+    paddy = ['train-paddy', '--data', data, '--ensemble', 'tiny', '--size', '32', '--multi-target', '--no-pretrained', '--no-finetune',
+             '--lr', '0.01', '--out', str(out/'paddy')] + (['--epochs', '1', '--bs', '16', '--n-tta', '1'] if quick else ['--epochs', '10', '--bs', '32', '--n-tta', '2'])
+    return [collab + f,
+            ['recommend', str(out/'collab'), '--user', '42', '--like', 'Star Wars (1977)', '-n', '5'],
+            synth + f, paddy + f,
+            ['predict', str(out/'paddy'), '--data', data, '--out', str(out/'submission.csv')] + f]
+
+@command('demo', 'collab on MovieLens 100k, a two-model multi-target Paddy ensemble on synthetic data, and the submission, in a few CPU minutes',
+         'paddy_collab demo --out outputs/demo')
+def _demo(p):
+    p.add_argument('--out', default='outputs/demo', help='folder for everything the demo writes')
+    p.add_argument('--quick', action='store_true', help='tiny settings (one epoch, a few images): a smoke test, not a result')
+    def job(a):
+        out = Path(a.out)
+        if out.exists() and any(out.iterdir()) and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
+        check_writable(out/'x')
+        t0 = time.time()
+        for args in demo_steps(out, a.quick, a.force):
+            extra = ['--quiet'] * a.quiet
+            print(f"\n$ paddy_collab {' '.join(repr(x) if ' ' in x else x for x in args + extra)}", flush=True)
+            t = time.time()
+            ns = build_parser().parse_args(args + extra)
+            ns.job(ns)
+            print(f"({time.time()-t:.0f}s)", flush=True)
+        pngs = sorted(out.rglob('*.png'))
+        print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:")
+        print(f"  submission: {out/'submission.csv'}")
+        print(f"  models: {out/'collab'/'model.pkl'}, " + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))))
+        print('  plots:\n' + '\n'.join(f'    {p}' for p in pngs))
     return job
 
 # %% ../nbs/30_cli.ipynb

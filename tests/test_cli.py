@@ -124,3 +124,181 @@ def test_sigint_synth(tmp_path):
     assert rc == 130, (rc, out, err)
     assert 'interrupted' in err and 'Traceback' not in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- collaborative filtering ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def ratings_csv(tmp_path_factory):
+    "A small ratings CSV from known low-rank factors, with its own column names and a ';' separator."
+    from paddy_collab.collab import lowrank_ratings
+    f = tmp_path_factory.mktemp('ratings')/'stars.csv'
+    lowrank_ratings(n_users=50, n_items=30, density=0.7, seed=0).rename(columns={'user': 'uid', 'title': 'movie', 'rating': 'stars'}).to_csv(f, index=False, sep=';')
+    return f
+
+
+@pytest.fixture(scope='module')
+def collab_model(ratings_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp('collab')/'model'
+    so = ok('train-collab', '--ratings', ratings_csv, '--sep', ';', '--user-col', 'uid', '--item-col', 'movie', '--rating-col', 'stars',
+            '--epochs', 2, '--lr', 0.05, '--bs', 32, '--out', out)
+    return out, so
+
+
+def test_train_collab(collab_model):
+    out, so = collab_model
+    assert sorted(p.name for p in out.iterdir()) == ['biases.png', 'loss.png', 'model.pkl', 'paddy_collab.json', 'pca.png']
+    for f in ('model.pkl', 'loss.png', 'pca.png', 'biases.png'): assert f"wrote {out/f}" in so or f"saved the model to {out/f}" in so
+    mse = float(so.split('valid MSE ')[1].split()[0])
+    assert 0 < mse < 1.0  # the noise variance is 0.09; chance (the ratings' variance) is about 1.3
+    assert leftovers(out.parent) == []
+
+
+def test_recommend(collab_model):
+    out, _ = collab_model
+    so = ok('recommend', out, '--user', 3, '--like', 'movie 7', '-n', 4)
+    top = so.split('top 4 for user 3')[1].split('nearest')[0]
+    assert len([l for l in top.splitlines() if l.strip().startswith("movie ")]) == 4
+    near = so.split("nearest to 'movie 7'")[1]
+    names = [l.split()[0] + ' ' + l.split()[1] for l in near.splitlines() if l.strip().startswith('movie ')]
+    assert len(names) == 4 and 'movie 7' not in names
+    user_error('recommend', out, '--like', 'movie 700', contains="item 'movie 700' is not in the model")
+    user_error('recommend', out, contains='give --user ID and/or --like ITEM')
+
+
+def test_collab_bad_input(ratings_csv, tmp_path):
+    user_error('train-collab', '--ratings', ratings_csv, '--sep', ';', '--out', tmp_path/'m', contains="is missing column(s) ['user', 'title', 'rating']")
+    bad = tmp_path/'bad.csv'; bad.write_text('user,title,rating\n1,a,3\n2,b,"oops\n')
+    user_error('train-collab', '--ratings', bad, '--out', tmp_path/'m', contains='is not a readable CSV')
+    txt = tmp_path/'txt.csv'; txt.write_text('user,title,rating\n1,a,three\n2,b,4\n')
+    user_error('train-collab', '--ratings', txt, '--out', tmp_path/'m', contains="must be numeric")
+    user_error('train-collab', '--ratings', tmp_path/'none.csv', '--out', tmp_path/'m', contains='none.csv not found')
+    assert not (tmp_path/'m').exists()
+
+
+# --- Paddy: train, predict, submit ----------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def paddy_models(paddy, tmp_path_factory):
+    out = tmp_path_factory.mktemp('paddy')/'models'
+    so = ok('train-paddy', '--data', paddy, '--ensemble', 'tiny', '--size', 32, '--epochs', 1, '--bs', 16, '--multi-target',
+            '--no-pretrained', '--n-tta', 1, '--out', out)
+    return out, so
+
+
+def test_train_paddy(paddy_models):
+    out, so = paddy_models
+    members = sorted(p.name for p in out.iterdir())
+    assert members == ['test_convnext-default-32', 'test_resnet-default-32']
+    for m in members:
+        assert sorted(p.name for p in (out/m).iterdir()) == ['confusion.png', 'loss.png', 'model.pkl', 'paddy_collab.json', 'preds.npz']
+        for f in ('model.pkl', 'preds.npz', 'loss.png', 'confusion.png'): assert f"wrote {out/m/f}" in so
+    errs = [l for l in so.splitlines() if ': validation error disease ' in l]
+    assert len(errs) == 2 and all('variety' in l for l in errs)
+    assert leftovers(out) == []
+
+
+def test_train_paddy_reloads(paddy_models, paddy):
+    "The exported learner loads in a fresh process and predicts both heads."
+    out, _ = paddy_models
+    code = ("from fastai.learner import load_learner; from paddy_collab.multitarget import multi_predict; import sys; "
+            "l = load_learner(sys.argv[1]); print(multi_predict(l, sys.argv[2])[0])")
+    img = sorted((paddy/'test_images').glob('*.jpg'))[0]
+    r = subprocess.run([sys.executable, '-c', code, out/'test_resnet-default-32'/'model.pkl', img], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("'") == 4  # (disease, variety)
+
+
+def test_train_paddy_errors(paddy, paddy_models, tmp_path):
+    out, _ = paddy_models
+    user_error('train-paddy', '--data', paddy, '--arch', 'resnet81', '--out', tmp_path, contains="did you mean 'resnet18'")
+    user_error('train-paddy', '--data', tmp_path/'nowhere', '--arch', 'test_resnet', '--out', tmp_path, contains='nowhere not found')
+    user_error('train-paddy', '--data', paddy, '--ensemble', 'tiny', '--no-pretrained', '--size', 32, '--out', out, contains='already exists; pass --force')
+    user_error('train-paddy', '--data', paddy, '--arch', 'test_resnet', '--out', tmp_path, contains='pass --no-pretrained')  # HF_HUB_OFFLINE=1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict(paddy_models, paddy, collab_model, tmp_path):
+    out, _ = paddy_models
+    sub = tmp_path/'submission.csv'
+    so = ok('predict', out, '--data', paddy, '--out', sub)
+    import pandas as pd
+    from paddy_collab.synth import diseases
+    df, smp = pd.read_csv(sub), pd.read_csv(paddy/'sample_submission.csv')
+    assert list(df.image_id) == list(smp.image_id) and df.label.isin(diseases).all()
+    assert f'wrote {sub}' in so and 'weight 0.50' in so
+    before = sub.read_bytes()
+    user_error('predict', out, '--data', paddy, '--out', sub, contains='already exists; pass --force')
+    assert sub.read_bytes() == before
+    ok('predict', out/'test_resnet-default-32', '--data', paddy, '--out', sub, '--head', 'variety', '--force')
+    user_error('predict', out, '--data', paddy, '--out', tmp_path/'s2.csv', '--weights', 1, contains='got 1 --weights for 2 models')
+    user_error('predict', collab_model[0], '--data', paddy, '--out', tmp_path/'s2.csv', contains='holds a collab model (`train-collab`)')
+    user_error('recommend', out/'test_resnet-default-32', '--user', 1, contains='holds a Paddy model (`train-paddy`)')
+    user_error('predict', tmp_path, '--data', paddy, '--out', tmp_path/'s2.csv', contains='holds no model saved by')
+
+
+# --- Kaggle, through the stand-in server ----------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def kaggle_env(tmp_path_factory):
+    "Environment variables sending the real kaggle client to a local stand-in server (see tests/kaggle_server.py)."
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kaggle_server import KaggleStandIn, standin_env
+    import secrets
+    d = tmp_path_factory.mktemp('kaggle')
+    s = KaggleStandIn(username='standin-user', key=secrets.token_hex(16), port=80)
+    with s:
+        env = {k: v for k, v in ENV.items() if not k.startswith('KAGGLE_')}
+        yield s, {**env, 'HOME': str(d), **standin_env(s, d/'cfg')}
+
+
+def test_submit(paddy_models, paddy, kaggle_env, tmp_path):
+    s, env = kaggle_env
+    out, _ = paddy_models
+    ENV_, sub = dict(ENV), tmp_path/'submission.csv'
+    try:
+        ENV.clear(); ENV.update(env)
+        so = ok('submit', out, '--data', paddy, '--out', sub, '-m', 'tiny ensemble', '--dry-run')
+        assert 'not submitted' in so and not s.submissions
+        so = ok('submit', out, '--data', paddy, '--out', sub, '-m', 'tiny ensemble', '--force')
+        assert 'submitted' in so and s.submissions[-1]['message'] == 'tiny ensemble' and s.submissions[-1]['csv'] == sub.read_bytes()
+        s.fail('StartSubmissionUpload', 500)
+        user_error('submit', out, '--data', paddy, '--out', sub, '-m', 'again', '--force', contains='500')
+    finally: ENV.clear(); ENV.update(ENV_)
+
+
+def test_push_kernel(kaggle_env, tmp_path):
+    import json
+    s, env = kaggle_env
+    nb = ROOT/'nbs'/'30_cli.ipynb'
+    so = ok('push-kernel', nb, '--dry-run', tmp_path/'k', '--gpu')
+    meta = json.loads((tmp_path/'k'/'kernel-metadata.json').read_text())
+    assert meta['enable_gpu'] in (True, 'true') and 'not pushed' in so
+    ENV_ = dict(ENV)
+    try:
+        ENV.clear(); ENV.update(env)
+        so = ok('push-kernel', nb, '--title', 'paddy_collab command line')
+        req = s.ops('SaveKernel')[-1]['json']
+        assert req['slug'] == 'standin-user/paddy-collab-command-line' and req['isPrivate'] is True and 'pushed' in so
+        user_error('push-kernel', tmp_path/'none.ipynb', contains='is not a notebook')
+    finally: ENV.clear(); ENV.update(ENV_)
+
+
+# --- interrupting a training run ------------------------------------------------------------------------------
+
+def test_sigint_train_paddy(paddy, tmp_path):
+    out = tmp_path/'models'
+    rc, so, err = interrupt(['train-paddy', '--data', paddy, '--arch', 'test_resnet', '--size', 32, '--epochs', 30, '--bs', 8,
+                             '--no-pretrained', '--out', out], out)
+    assert rc == 130, (rc, so, err)
+    assert 'interrupted' in err and 'Traceback' not in err
+    assert list(out.iterdir()) == []
+
+
+def test_demo_quick(tmp_path):
+    so = ok('demo', '--quick', '--out', tmp_path/'demo', timeout=600)
+    for f in ['collab/model.pkl', 'collab/pca.png', 'collab/biases.png', 'paddy_data/train.csv', 'submission.csv',
+              'paddy/test_resnet-default-32/confusion.png']:
+        assert (tmp_path/'demo'/f).exists(), f
+    assert 'demo done' in so and "nearest to 'Star Wars (1977)'" in so and 'test error against' in so
+    user_error('demo', '--quick', '--out', tmp_path/'demo', contains='already exists')
