@@ -4,7 +4,13 @@ import numpy as np, pandas as pd, pytest, torch
 from fastai.learner import load_learner
 from paddy_collab.collab import *
 
-torch.set_num_threads(1)  # tiny matrix ops: one thread is faster than two fighting over a busy CPU
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    "Tiny matrix ops: one thread is faster than two fighting over a busy CPU. Restored afterwards, for the other tests in the process."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 @pytest.fixture(scope='module')
 def ratings(): return load_movielens()
