@@ -9,6 +9,7 @@ import gc, json, re
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.vision.augment import Resize
+from fastai.torch_core import rank_distrib
 from .paddy_data import *
 from .train import *
 
@@ -141,7 +142,7 @@ def train_ensemble(path, # the competition folder
             fn = Path(preds_dir)/f"{_slug(arch, item, size)}.npz" if preds_dir else None
             if fn is not None and fn.exists(): res.append(load_preds(fn)); continue
             p = train(arch, size, item=item, path=path, **kwargs)
-            if fn is not None: save_preds(p, fn)
+            if fn is not None and rank_distrib() == 0: save_preds(p, fn)  # under `accelerate launch` only the main process writes
             res.append(p)
             gc.collect()
             if torch.cuda.is_available(): torch.cuda.empty_cache()
