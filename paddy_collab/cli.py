@@ -120,6 +120,7 @@ def _common(force=True):
     if force: g.add_argument('--force', action='store_true', help='replace outputs that already exist (otherwise an existing output is an error)')
     g.add_argument('--quiet', action='store_true', help='no progress bars, one line per epoch instead (the default when the output is not a terminal)')
     g.add_argument('--traceback', action='store_true', help='show the full traceback of errors (for bug reports)')
+    g.add_argument('--threads', type=int, help='CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)')
     return p
 
 def build_parser()->argparse.ArgumentParser:
@@ -177,6 +178,9 @@ def main(args:list|None=None, # the arguments; default `sys.argv[1:]`
     warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
     try:
         global _plain
+        if a.threads is not None:
+            import torch
+            torch.set_num_threads(a.threads)
         _plain = a.quiet or not sys.stdout.isatty()  # applied by the jobs that train, after their imports: `synth` needs no fastai
         a.job(a)
         return 0
@@ -232,10 +236,23 @@ def _collab_learner(a, df):
     else: from fastai.collab import CollabDataLoaders as DLs
     dls = DLs.from_df(df, **kw)
     _progress()
+    if a.threads is None: _set_threads(1)  # 2 threads cost 28x the CPU time of 1 on a busy 2-core machine (measured), for no gain on these small tensors
     reseed(dls, a.seed)
     learn = collab_model_learner(a.model, dls, n_factors=a.n_factors, y_range=tuple(a.y_range))
     if a.fast: learn.__class__ = LeanLearner  # calls each callback only for the events it defines: same results, less overhead
     return learn
+
+@contextlib.contextmanager
+def _restore_threads():
+    "Put torch's thread count back afterwards (`demo` runs the jobs one after the other in one process)."
+    import torch
+    n = torch.get_num_threads()
+    try: yield
+    finally: torch.set_num_threads(n)
+
+def _set_threads(n):
+    import torch
+    torch.set_num_threads(n)
 
 def _savefig(fig, path):
     "Save `fig` as a PNG at `path` and close it."
@@ -282,7 +299,7 @@ def _train_collab(p):
         if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
         df, src = _read_ratings(a)
         out = Path(a.out)
-        with atomic_dir(out, a.force) as tmp:
+        with atomic_dir(out, a.force) as tmp, _restore_threads():
             learn = _collab_learner(a, df)
             print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
             t0 = time.time()
@@ -353,7 +370,15 @@ def paddy_ensembles(size)->dict:
     from paddy_collab.ensemble import models, model_weights
     return {'lesson': [(arch, item, sz, model_weights.get(arch, 1)) for arch, details in models.items() for item, sz in details],
             'small': [('resnet18', None, size, 1), ('convnext_atto', None, size, 1)],
-            'tiny': [('test_resnet', None, size, 1), ('test_convnext', None, size, 1)]}
+            'tiny': [('test_resnet', _squish(size), size, 1), ('test_resnet', _crop(size), size, 1)]}
+
+def _squish(size):
+    from paddy_collab.paddy_data import paddy_item_tfms
+    return paddy_item_tfms(size)
+
+def _crop(size):
+    from fastai.vision.augment import Resize
+    return Resize(_squish(size).size)
 
 # %% ../nbs/30_cli.ipynb
 def _confusion_plot(learn, heads, path):
@@ -392,7 +417,7 @@ def _train_paddy(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--arch', action='append', help='a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)')
     g.add_argument('--ensemble', choices=['lesson', 'small', 'tiny'], help='a named ensemble: lesson (the course\'s four large models, two shapes each; '
-                   'ignores --size), small (resnet18, convnext_atto), tiny (timm\'s test models)')
+                   'ignores --size), small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')
     p.add_argument('--size', type=int, nargs='+', default=[224], metavar='PX', help='final image size: one number, or height and width')
     p.add_argument('--epochs', type=int, default=12, help='epochs (after one frozen epoch when fine-tuning)')
     p.add_argument('--accum', default='1', help='batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU')
@@ -551,7 +576,7 @@ def demo_steps(out, # the demo's output folder
     out = Path(out)
     f = ['--force'] if force else []
     data = str(out/'paddy_data')
-    collab = ['train-collab', '--model', 'bias', '--epochs', '1' if quick else '5', '--bs', '1024' if quick else '64', '--out', str(out/'collab')]
+    collab = ['train-collab', '--model', 'bias', '--epochs', '1' if quick else '5', '--bs', '1024' if quick else '256', '--out', str(out/'collab')]
     synth = ['synth', data, '--size', '64', '85', '--solution'] + (['--n-per-class', '2', '--n-test', '4'] if quick else ['--n-per-class', '30', '--n-test', '40'])
     paddy = ['train-paddy', '--data', data, '--ensemble', 'tiny', '--size', '32', '--multi-target', '--no-pretrained', '--no-finetune',
              '--lr', '0.01', '--out', str(out/'paddy')] + (['--epochs', '1', '--bs', '16', '--n-tta', '1'] if quick else ['--epochs', '10', '--bs', '32', '--n-tta', '2'])

@@ -158,9 +158,10 @@ def test_recommend(collab_model):
     out, _ = collab_model
     so = ok('recommend', out, '--user', 3, '--like', 'movie 7', '-n', 4)
     top = so.split('top 4 for user 3')[1].split('nearest')[0]
-    assert len([l for l in top.splitlines() if l.strip().startswith("movie ")]) == 4
+    import re
+    assert len([l for l in top.splitlines() if re.match(r'\s*movie \d+\s', l)]) == 4
     near = so.split("nearest to 'movie 7'")[1]
-    names = [l.split()[0] + ' ' + l.split()[1] for l in near.splitlines() if l.strip().startswith('movie ')]
+    names = [' '.join(l.split()[:2]) for l in near.splitlines() if re.match(r'\s*movie \d+\s', l)]
     assert len(names) == 4 and 'movie 7' not in names
     user_error('recommend', out, '--like', 'movie 700', contains="item 'movie 700' is not in the model")
     user_error('recommend', out, contains='give --user ID and/or --like ITEM')
@@ -189,7 +190,7 @@ def paddy_models(paddy, tmp_path_factory):
 def test_train_paddy(paddy_models):
     out, so = paddy_models
     members = sorted(p.name for p in out.iterdir())
-    assert members == ['test_convnext-default-32', 'test_resnet-default-32']
+    assert members == ['test_resnet-Resize69_69crop-32', 'test_resnet-Resize69_69squish-32']
     for m in members:
         assert sorted(p.name for p in (out/m).iterdir()) == ['confusion.png', 'loss.png', 'model.pkl', 'paddy_collab.json', 'preds.npz']
         for f in ('model.pkl', 'preds.npz', 'loss.png', 'confusion.png'): assert f"wrote {out/m/f}" in so
@@ -204,7 +205,7 @@ def test_train_paddy_reloads(paddy_models, paddy):
     code = ("from fastai.learner import load_learner; from paddy_collab.multitarget import multi_predict; import sys; "
             "l = load_learner(sys.argv[1]); print(multi_predict(l, sys.argv[2])[0])")
     img = sorted((paddy/'test_images').glob('*.jpg'))[0]
-    r = subprocess.run([sys.executable, '-c', code, out/'test_resnet-default-32'/'model.pkl', img], capture_output=True, text=True, env=ENV)
+    r = subprocess.run([sys.executable, '-c', code, out/'test_resnet-Resize69_69squish-32'/'model.pkl', img], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("'") == 4  # (disease, variety)
 
@@ -230,10 +231,10 @@ def test_predict(paddy_models, paddy, collab_model, tmp_path):
     before = sub.read_bytes()
     user_error('predict', out, '--data', paddy, '--out', sub, contains='already exists; pass --force')
     assert sub.read_bytes() == before
-    ok('predict', out/'test_resnet-default-32', '--data', paddy, '--out', sub, '--head', 'variety', '--force')
+    ok('predict', out/'test_resnet-Resize69_69squish-32', '--data', paddy, '--out', sub, '--head', 'variety', '--force')
     user_error('predict', out, '--data', paddy, '--out', tmp_path/'s2.csv', '--weights', 1, contains='got 1 --weights for 2 models')
     user_error('predict', collab_model[0], '--data', paddy, '--out', tmp_path/'s2.csv', contains='holds a collab model (`train-collab`)')
-    user_error('recommend', out/'test_resnet-default-32', '--user', 1, contains='holds a Paddy model (`train-paddy`)')
+    user_error('recommend', out/'test_resnet-Resize69_69squish-32', '--user', 1, contains='holds a Paddy model (`train-paddy`)')
     user_error('predict', tmp_path, '--data', paddy, '--out', tmp_path/'s2.csv', contains='holds no model saved by')
 
 
@@ -298,7 +299,7 @@ def test_sigint_train_paddy(paddy, tmp_path):
 def test_demo_quick(tmp_path):
     so = ok('demo', '--quick', '--out', tmp_path/'demo', timeout=600)
     for f in ['collab/model.pkl', 'collab/pca.png', 'collab/biases.png', 'paddy_data/train.csv', 'submission.csv',
-              'paddy/test_resnet-default-32/confusion.png']:
+              'paddy/test_resnet-Resize69_69squish-32/confusion.png']:
         assert (tmp_path/'demo'/f).exists(), f
     assert 'demo done' in so and "nearest to 'Star Wars (1977)'" in so and 'test error against' in so
     user_error('demo', '--quick', '--out', tmp_path/'demo', contains='already exists')
