@@ -182,7 +182,10 @@ def main(args:list|None=None, # the arguments; default `sys.argv[1:]`
             import torch
             torch.set_num_threads(a.threads)
         _plain = a.quiet or not sys.stdout.isatty()  # applied by the jobs that train, after their imports: `synth` needs no fastai
-        a.job(a)
+        if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # under `accelerate launch`: data-parallel, main process writes
+            from paddy_collab.distributed import distrib_run
+            distrib_run(a.job, a)
+        else: a.job(a)
         return 0
     except KeyboardInterrupt:
         if a.traceback: raise
@@ -299,7 +302,8 @@ def _train_collab(p):
         if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
         df, src = _read_ratings(a)
         out = Path(a.out)
-        with atomic_dir(out, a.force) as tmp, _restore_threads():
+        from paddy_collab.distributed import main_or_scratch
+        with main_or_scratch(atomic_dir(out, a.force)) as tmp, _restore_threads():
             learn = _collab_learner(a, df)
             print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
             t0 = time.time()
@@ -440,8 +444,7 @@ def _train_paddy(p):
         if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
         from paddy_collab.train import check_arch, train
         from paddy_collab.ensemble import save_preds, _slug
-        import paddy_collab.train as _t
-        if not hasattr(_t, 'contextlib'): _t.contextlib = contextlib  # train.py uses contextlib without importing it (reported)
+        from paddy_collab.distributed import main_or_scratch
         _progress()
         members = paddy_ensembles(size)[a.ensemble] if a.ensemble else [(arch, None, size, 1) for arch in a.arch]
         for arch in dict.fromkeys(m[0] for m in members):  # every name, before any training
@@ -455,7 +458,7 @@ def _train_paddy(p):
         for (arch, item, sz, w), dest in zip(members, dests):
             print(f"training {arch} at size {sz} on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {accum})", flush=True)
             t0 = time.time()
-            with atomic_dir(dest, a.force) as tmp:
+            with main_or_scratch(atomic_dir(dest, a.force)) as tmp:
                 preds, learn = train(arch, sz, item=item, accum=accum, finetune=a.finetune, epochs=a.epochs, path=data, pretrained=a.pretrained,
                                      seed=a.seed, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision, return_learner=True)
                 secs = time.time() - t0

@@ -184,7 +184,7 @@ _wrapped = ('fit', 'validate', 'get_preds', 'tta')
 def auto_distrib(quiet_workers:bool=True, # send non-main processes' stdout to /dev/null
                  **kwargs): # passed to `distrib_ctx` (e.g. `sync_bn`, `mixed_precision`)
     "In the block, `Learner.fit`, `validate`, `get_preds` and `tta` run in `distrib_ctx` (when launched in several processes)."
-    if world_size() <= 1:
+    if world_size() <= 1 or hasattr(Learner.fit, '__wrapped__'):  # one process, or already inside `auto_distrib` (nested entry points)
         yield
         return
     orig = {k: getattr(Learner, k) for k in _wrapped}

@@ -5,7 +5,7 @@
 # %% ../nbs/06_train.ipynb 2
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-import os, gc, difflib, warnings
+import os, gc, contextlib, difflib, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
