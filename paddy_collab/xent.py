@@ -127,14 +127,20 @@ class _BCE(torch.autograd.Function):
         return g*(p-y)/(p*(1-p)).clamp(min=_EPS), g*((-p).log1p() - p.log())
 
 # %% ../nbs/01_xent.ipynb
+def _binary_inputs(x, targets, name:str, reduction:str):
+    "Check what both binary cross-entropies take: float `x`, `targets` of its shape in [0, 1], a known `reduction`."
+    x = _float(x, name); targets = _like(targets, x); _check_reduction(reduction)
+    if targets.shape != x.shape: raise ValueError(f"targets of shape {tuple(targets.shape)} do not match {name} of shape {tuple(x.shape)}")
+    _in_unit(targets, 'targets')
+    return x, targets
+
 def binary_cross_entropy(probs:Tensor, # predicted probabilities, in [0, 1]
                          targets:Tensor, # the answers, 1 (yes) or 0 (no), or probabilities; `probs`' shape
                          reduction:str='mean', # 'none', 'mean' or 'sum'
                         )->Tensor:
     "`-(y*log(p) + (1-y)*log(1-p))` for each element, each log clamped at -100 as PyTorch does, then `reduction`."
-    probs = _float(probs, 'probs'); targets = _like(targets, probs); _check_reduction(reduction)
-    if targets.shape != probs.shape: raise ValueError(f"targets of shape {tuple(targets.shape)} do not match probs of shape {tuple(probs.shape)}")
-    _in_unit(probs, 'probs'); _in_unit(targets, 'targets')
+    probs, targets = _binary_inputs(probs, targets, 'probs', reduction)
+    _in_unit(probs, 'probs')
     return _reduce(_BCE.apply(probs, targets), reduction)
 
 # %% ../nbs/01_xent.ipynb
@@ -143,8 +149,6 @@ def binary_cross_entropy_with_logits(logits:Tensor, # raw outputs; the sigmoid i
                                      reduction:str='mean', # 'none', 'mean' or 'sum'
                                     )->Tensor:
     "`binary_cross_entropy(sigmoid(logits), targets)` in a stable form: `(1-y)*x + logsumexp(0, -x)`, then `reduction`."
-    x = _float(logits, 'logits'); y = _like(targets, x); _check_reduction(reduction)
-    if y.shape != x.shape: raise ValueError(f"targets of shape {tuple(y.shape)} do not match logits of shape {tuple(x.shape)}")
-    _in_unit(y, 'targets')
+    x, y = _binary_inputs(logits, targets, 'logits', reduction)
     m = (-x).clamp(min=0).detach()  # a shift that cancels: detached, the gradient stays exactly sigmoid(x) - y
     return _reduce((1-y)*x + m + ((-m).exp() + (-x-m).exp()).log(), reduction)
