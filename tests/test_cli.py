@@ -271,7 +271,7 @@ def test_submit(paddy_models, paddy, kaggle_env, tmp_path):
 def test_push_kernel(kaggle_env, tmp_path):
     import json
     s, env = kaggle_env
-    nb = ROOT/'nbs'/'30_cli.ipynb'
+    nb = ROOT/'nbs'/'ref'/'06_cli.ipynb'
     so = ok('push-kernel', nb, '--dry-run', tmp_path/'k', '--gpu')
     meta = json.loads((tmp_path/'k'/'kernel-metadata.json').read_text())
     assert meta['enable_gpu'] in (True, 'true') and 'not pushed' in so

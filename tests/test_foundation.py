@@ -111,5 +111,7 @@ def test_readme_generated_from_index():
     readme = (ROOT/'README.md').read_text()
     assert readme.strip() == r.stdout.strip(), 'README.md is out of date: run `make readme`'
     assert readme.index('make demo') < readme.index('##', readme.index('make demo')) and 'make test' in readme
-    for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')): assert nb.name in readme, f'README does not list {nb.name}'
+    for nb in sorted((ROOT/'nbs').rglob('[0-9]*.ipynb')):
+        rel = nb.relative_to(ROOT/'nbs').as_posix()
+        assert rel in readme, f'README does not list {rel}'
     for m in MODULES: assert f'paddy_collab.{m}' in readme, f'README does not describe paddy_collab.{m}'

@@ -6,9 +6,9 @@ from nbdev.config import get_config
 from nbdev.test import test_nb as run_nb  # aliased: pytest would collect a name starting with `test`
 
 NBS = Path(__file__).resolve().parents[1]/'nbs'
-notebooks = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
+notebooks = sorted(p for p in NBS.rglob('*.ipynb') if not p.name.startswith('_') and '.ipynb_checkpoints' not in p.parts)
 
-@pytest.mark.parametrize('nb', notebooks, ids=[p.stem for p in notebooks])
+@pytest.mark.parametrize('nb', notebooks, ids=[str(p.relative_to(NBS).with_suffix('')) for p in notebooks])
 def test_notebook(nb):
     "Cells flagged with `tst_flags` (settings.ini) are skipped unless named in $PADDY_TEST_FLAGS."
     skip = get_config().tst_flags.split()

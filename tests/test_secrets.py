@@ -53,7 +53,7 @@ def test_patterns_catch_what_they_should():
 def scanned_files():
     out = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     files = {ROOT/f for f in out.split('\0') if f}
-    files |= set((ROOT/'nbs').glob('*.ipynb')) | set((ROOT/'tests').glob('*.py'))
+    files |= set((ROOT/'nbs').rglob('*.ipynb')) | set((ROOT/'tests').glob('*.py'))
     return sorted(f for f in files if f.is_file())
 
 
