@@ -9,8 +9,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 # %% auto 0
-__all__ = ['can_reach', 'atomic_path', 'atomic_write', 'check_columns', 'fastai_data_path', 'find_ml100k_src', 'install_ml100k',
-           'ml100k_path']
+__all__ = ['can_reach', 'atomic_path', 'atomic_write', 'atomic_dir', 'check_columns', 'fastai_data_path', 'find_ml100k_src',
+           'install_ml100k', 'ml100k_path']
 
 # %% ../nbs/ref/00_core.ipynb
 warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*is deprecated', category=FutureWarning)
@@ -27,17 +27,27 @@ def can_reach(url:str, # a URL (its host and port are checked) or a bare host na
     except OSError: return False
 
 # %% ../nbs/ref/00_core.ipynb
+def _umask()->int:
+    "The process's umask (read by setting it and putting it back)"
+    m = os.umask(0o022); os.umask(m)
+    return m
+
+def _check_new(path, overwrite):
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --force) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
 @contextlib.contextmanager
 def atomic_path(path, # final destination
                 overwrite:bool=True, # replace an existing file; if False, raise `FileExistsError`
                ):
     "Yield a temporary path beside `path`; move it to `path` only if the block succeeds."
     path = Path(path)
-    if not overwrite and path.exists(): raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --force) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_new(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # what `open(path, 'w')` would give, not mkstemp's 0600
     try:
         yield tmp
         os.replace(tmp, path)
@@ -51,6 +61,29 @@ def atomic_write(path, # final destination
                  **kwargs): # passed to `open`
     "Open a temporary file for writing; it replaces `path` only if the block succeeds."
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, mode, **kwargs) as f: yield f
+
+def _remove(p):
+    if p is not None and (p.exists() or p.is_symlink()): shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+@contextlib.contextmanager
+def atomic_dir(path, # the folder to create
+               overwrite:bool=False, # replace an existing `path`; if False, raise `FileExistsError`
+              ):
+    "Yield a temporary folder beside `path`; it becomes `path` (replacing any old one) only if the block succeeds."
+    path = Path(path)
+    _check_new(path, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # what `mkdir` would give, not mkdtemp's 0700
+    old = None
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            old = tmp.with_suffix('.old')
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for p in (tmp, old): _remove(p)
+
 
 # %% ../nbs/ref/00_core.ipynb
 def check_columns(df, # a `pandas.DataFrame`
@@ -88,13 +121,7 @@ def install_ml100k(src=None, # the grouplens `ml-100k` folder; default `find_ml1
     if src is None or not (src/'u.data').exists():
         if verbose: print(f"No local MovieLens 100k found (set ML100K_SRC); untar_data will download it to {dest}")
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix='.ml-100k.', dir=dest.parent))
-    try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
+    with atomic_dir(dest, overwrite=True) as tmp: shutil.copytree(src, tmp, dirs_exist_ok=True)
     if verbose: print(f"Copied MovieLens 100k from {src} to {dest}")
     return dest
 
