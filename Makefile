@@ -10,7 +10,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-newest install dev data check-sync readme quality clean-venv
+.PHONY: demo test test-newest install dev data check-sync readme quality clean-venv run-lessons
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ demo: install data
 # The best collab model on both protocols (about two CPU minutes each); prints the figures in README.md.
 quality: install data
 	$(BIN)/python benchmarks/collab_quality.py
+
+# Run All of every lesson notebook, as Jupyter does (every cell, test flags ignored): each one's minutes and peak memory.
+run-lessons: dev data
+	$(PY) benchmarks/run_lessons.py $(LESSONS)
 
 clean-venv:
 	rm -rf $(VENV) $(NEWEST)

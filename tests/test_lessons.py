@@ -1,0 +1,77 @@
+"The lesson path: notebooks listed in reading order, display cells with their outputs stored, and the Run All tool."
+import ast, json, re, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT/'nbs'
+LESSONS = sorted(NBS.glob('[0-9]*.ipynb'))
+REFERENCE = sorted((NBS/'ref').glob('[0-9]*.ipynb'))
+
+_shows = re.compile(r'\.(show_batch|show_results|plot_loss|plot_confusion_matrix|plot_top_losses|plot_\w+)\(|\bplt\.\w+\(|\.plot\(|\bdisplay\(')
+_skip = re.compile(r'^#\|\s*(eval:\s*false|hide\b)', re.M)
+_frame_calls = ('head', 'tail', 'describe', 'sample', 'DataFrame', 'value_counts', 'to_frame', 'crosstab', 'pivot_table')
+
+def _value_shown(src:str)->bool:
+    "Is the cell's last statement an expression whose value Jupyter displays as a table or figure?"
+    try: body = ast.parse(src).body
+    except SyntaxError: return False  # IPython magics: not our concern here
+    if not body or not isinstance(body[-1], ast.Expr): return False
+    e = body[-1].value
+    if isinstance(e, (ast.Name, ast.Subscript)): return True
+    return isinstance(e, ast.Call) and isinstance(e.func, (ast.Attribute, ast.Name)) and \
+        getattr(e.func, 'attr', getattr(e.func, 'id', None)) in _frame_calls
+
+def display_cells_without_output(nb_path:Path)->list:
+    "Indices of code cells that display something (a plot, a batch, a table as the cell's value) but keep no stored output."
+    cells = json.loads(nb_path.read_text())['cells']
+    res = []
+    for i, c in enumerate(cells):
+        if c['cell_type'] != 'code': continue
+        src = ''.join(c['source'])
+        if not src.strip() or _skip.search(src): continue
+        if (_shows.search(src) or _value_shown(src)) and not c.get('outputs'): res.append(i)
+    return res
+
+def test_lessons_found(): assert len(LESSONS) >= 8 and len(REFERENCE) >= 5
+
+@pytest.mark.parametrize('nb', LESSONS, ids=[p.stem for p in LESSONS])
+def test_display_cells_keep_outputs(nb):
+    "A student reading a lesson sees what each display cell shows: its output is stored (produced by really running it)."
+    missing = display_cells_without_output(nb)
+    assert not missing, f'{nb.name}: cells {missing} display something but have no stored output: run the notebook and save it'
+
+def test_display_check_catches_missing_output(tmp_path):
+    "The check above can fail: a plot, a `show_batch`, a DataFrame value without output are all caught; hidden cells are not."
+    def cell(src, outputs=()): return dict(cell_type='code', source=src, outputs=list(outputs), metadata={}, execution_count=None)
+    out = [dict(output_type='display_data', data={'text/plain': 'x'}, metadata={})]
+    cells = [cell('dls.show_batch()'), cell('plt.bar(x, y)'), cell('df = load()\ndf.head()'), cell('df'), cell('#| hide\ndls.show_batch()'),
+             cell('x = 1'), cell('test_eq(1, 1)'), cell('learn.show_results()', out), cell('print(1)')]
+    (tmp_path/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
+    assert display_cells_without_output(tmp_path/'nb.ipynb') == [0, 1, 2, 3]
+
+def test_index_lists_lessons_in_reading_order_then_reference():
+    "index.ipynb (so README) gives the learning path first, in the notebooks' order, then the reference notebooks."
+    readme = (ROOT/'README.md').read_text()
+    pos = [readme.find(f'`{p.relative_to(NBS).as_posix()}`') for p in LESSONS + REFERENCE]
+    missing = [p.relative_to(NBS).as_posix() for p, i in zip(LESSONS + REFERENCE, pos) if i < 0]
+    assert not missing, f'README does not list {missing}'
+    assert pos == sorted(pos), 'README must list the lesson notebooks in reading order, then the reference notebooks'
+    assert readme.find('make test') > pos[0], 'the learning path comes before the two commands'
+
+def test_run_lessons_reports_time_memory_and_failures(tmp_path):
+    "`make run-lessons`' tool runs every cell (flagged ones too), measures the kernel's memory, and fails loudly."
+    def nb(*srcs): return json.dumps(dict(cells=[dict(cell_type='code', source=s, outputs=[], metadata={}, execution_count=None) for s in srcs],
+                                          metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+                                          nbformat=4, nbformat_minor=5))
+    (tmp_path/'a_ok.ipynb').write_text(nb('#| slow\nimport numpy as np\nx = np.ones(300*2**20//8)\nx.sum()', 'y = 1'))
+    (tmp_path/'b_bad.ipynb').write_text(nb('raise ValueError("boom")'))
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'run_lessons.py'), str(tmp_path/'a_ok.ipynb'), str(tmp_path/'b_bad.ipynb'),
+                        '--save', str(tmp_path/'out')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    ok = next(l for l in r.stdout.splitlines() if l.startswith('a_ok.ipynb')).split()
+    assert ok[1] == 'ok' and float(ok[3]) > 300, ok  # the flagged cell ran: its 300 MB array is in the peak
+    bad = next(l for l in r.stdout.splitlines() if l.startswith('b_bad.ipynb'))
+    assert 'FAILED' in bad and 'boom' in bad, bad
+    saved = json.loads((tmp_path/'out'/'a_ok.ipynb').read_text())
+    assert saved['cells'][0]['outputs'], 'executed notebooks are saved with their outputs'
