@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 from .core import *
 
 # %% auto 0
-__all__ = ['iskaggle', 'kaggle_timeout', 'kaggle_retries', 'KaggleError', 'kaggle_config_dir', 'KaggleCreds', 'find_creds',
-           'kaggle_creds', 'kaggle_env', 'save_kaggle_json', 'kaggle_api', 'comp_path', 'kernel_slug', 'nb_title',
-           'clean_nb', 'install_cell', 'kernel_files', 'push_notebook', 'project_root', 'build_wheel',
-           'push_wheel_dataset', 'check_submission', 'submit']
+__all__ = ['iskaggle', 'kaggle_timeout', 'kaggle_retries', 'paddy_comp', 'KaggleError', 'kaggle_config_dir', 'KaggleCreds',
+           'find_creds', 'kaggle_creds', 'kaggle_env', 'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path',
+           'kernel_slug', 'nb_title', 'clean_nb', 'install_cell', 'kernel_files', 'push_notebook', 'project_root',
+           'build_wheel', 'push_wheel_dataset', 'check_submission', 'submit']
 
 # %% ../nbs/ref/04_kaggle.ipynb
 iskaggle = bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE'))  # True inside a Kaggle kernel
@@ -238,6 +238,7 @@ def _clean_stale(dest:Path, max_age:float=3600.):
 # %% ../nbs/ref/04_kaggle.ipynb
 def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classification'
               path=None, # local folder for its files; default `./<comp>`
+              timeout:float|None=None, # seconds per HTTP request; default `kaggle_timeout`
              )->Path: # the folder holding the competition's files
     "The folder with `comp`'s data: `../input/<comp>` on Kaggle; elsewhere `path`, downloaded and unzipped only if missing."
     if _on_kaggle():
@@ -247,7 +248,7 @@ def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classi
     dest = Path(path) if path is not None else Path(comp)
     if dest.exists() and not dest.is_dir(): raise NotADirectoryError(f"{dest} exists and is not a folder; pass another path for {comp}'s data")
     if dest.is_dir() and any(dest.iterdir()): return dest  # already there: no sign-in, no API call
-    api = kaggle_api()
+    api = kaggle_api(timeout)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.partial', dir=dest.parent))
@@ -262,6 +263,51 @@ def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classi
         os.replace(tmp/'data', dest)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+# %% ../nbs/ref/04_kaggle.ipynb
+paddy_comp = 'paddy-disease-classification'  # the competition's slug
+
+def _has_files(p:Path)->bool: return p.is_dir() and any(p.iterdir())
+
+def _synth_set()->Path:
+    "The synthetic set `synth_paddy()` writes with its defaults, made once in fastai's data folder (a changed `synth.py` gets a new folder)."
+    import hashlib, paddy_collab.synth as ps
+    dest = fastai_data_path()/f"paddy-synth-{hashlib.md5(Path(ps.__file__).read_bytes()).hexdigest()[:8]}"
+    if (dest/'train.csv').is_file(): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.partial', dir=dest.parent))
+    try:
+        ps.synth_paddy(tmp/'data')
+        if not (dest/'train.csv').is_file(): os.replace(tmp/'data', dest)  # else another process made it meanwhile
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+# %% ../nbs/ref/04_kaggle.ipynb
+def paddy_path(path=None, # a folder holding the competition's files; default `$PADDY_PATH`
+               local=None, # the local copy `comp_path` downloads once; default `<fastai data>/paddy-disease-classification`
+               download:bool=True, # download that copy when Kaggle credentials are found
+               synth:bool=True, # fall back to the synthetic set; if False, raise `FileNotFoundError` instead
+               timeout:float=10., # seconds per request while trying to download
+              )->Path: # the folder with `train.csv`, `train_images/`, `test_images/`, `sample_submission.csv`
+    "The Paddy Doctor data: on Kaggle the attached competition; else `path` or `$PADDY_PATH`; else a local copy; else the synthetic set."
+    if _on_kaggle(): return comp_path(paddy_comp)
+    src = 'path' if path is not None else 'PADDY_PATH'
+    path = path if path is not None else os.environ.get('PADDY_PATH') or None
+    if path is not None:
+        p = Path(path).expanduser()
+        if not (p/'train.csv').is_file(): raise FileNotFoundError(f"{p} (from {src}) is not the Paddy Doctor data: it has no train.csv")
+        return p
+    local = Path(local) if local is not None else fastai_data_path()/paddy_comp
+    if _has_files(local): return local
+    why = f"no copy in {local}"
+    if download and find_creds(secrets=False) is None: why += ", no Kaggle credentials to download one"
+    elif download:
+        try: return comp_path(paddy_comp, local, timeout=timeout)
+        except KaggleError as e: why += f"; the download failed: {e}"
+    if not synth: raise FileNotFoundError(f"No Paddy Doctor data: not on Kaggle, no path or PADDY_PATH, {why}")
+    p = _synth_set()
+    print(f"paddy_path: using the synthetic Paddy set in {p} ({why}). For the real data set PADDY_PATH or pass path=.")
+    return p
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def kernel_slug(title:str, # a kernel title, e.g. 'Paddy: first steps'
