@@ -14,27 +14,39 @@ from fastai.collab import EmbeddingDotBias, EmbeddingNN, CollabDataLoaders, coll
 from fastai.tabular.model import TabularModel, get_emb_sz, emb_sz_rule
 from fastai.layers import Embedding, sigmoid_range
 from .core import *
-from .fastcollab import TensorCollabDataLoaders
 from copy import deepcopy  # after the star imports, which bring a different `copy`
 
 # %% auto 0
-__all__ = ['collab_kinds', 'load_movielens', 'check_ratings', 'DotProduct', 'create_params', 'DotProductBias', 'collab_names',
-           'collab_emb_szs', 'CollabNN', 'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating',
-           'ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'reseed', 'movielens_dls',
-           'collab_model_learner', 'fit_movielens', 'UnknownNameError', 'collab_idx', 'top_biases', 'plot_biases',
-           'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend', 'average_user', 'new_user_model',
-           'recommend_new_user']
+__all__ = ['collab_kinds', 'movielens_titles', 'load_movielens', 'check_ratings', 'DotProduct', 'create_params', 'DotProductBias',
+           'collab_names', 'collab_emb_szs', 'CollabNN', 'lowrank_ratings', 'collab_weights', 'collab_predict',
+           'expected_rating', 'ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'reseed',
+           'movielens_dls', 'collab_model_learner', 'fit_movielens', 'UnknownNameError', 'collab_idx', 'top_biases',
+           'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend', 'average_user',
+           'new_user_model', 'recommend_new_user']
 
 # %% ../nbs/ref/07_collab_ref.ipynb
-def load_movielens(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()` (`untar_data(URLs.ML_100k)`)
-                  )->pd.DataFrame: # one row per rating: user, movie, rating, timestamp, title
-    "MovieLens 100k ratings (`u.data`) with each movie's title from `u.item` merged in."
+def movielens_titles(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
+                     item_name:str='movie', # name of the movie id column
+                     title_name:str='title', # name of the title column
+                    )->pd.DataFrame: # one row per movie id: `item_name`, `title_name` (an `object` column on every pandas)
+    "Each movie id's title, from `u.item` (`|`-separated, latin-1)."
     path = ml100k_path() if path is None else Path(path)
-    for f in ('u.data', 'u.item'):
-        if not (path/f).exists(): raise FileNotFoundError(f"{path/f} not found: expected the grouplens ml-100k folder (u.data, u.item) in {path}")
-    ratings = pd.read_csv(path/'u.data', delimiter='\t', header=None, names=['user','movie','rating','timestamp'])
-    movies = pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', usecols=(0,1), names=('movie','title'), header=None)
-    return ratings.merge(movies)
+    if not (path/'u.item').exists(): raise FileNotFoundError(f"{path/'u.item'} not found: expected the grouplens ml-100k folder in {path}")
+    return pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', usecols=(0,1), names=(item_name, title_name), header=None,
+                       dtype={title_name: object})
+
+def load_movielens(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()` (`untar_data(URLs.ML_100k)`)
+                   fname:str='u.data', # the ratings file: `u.data` (all 100k), or a published split such as `u1.base`, `ua.test`
+                   titles:bool=True, # merge each movie's title from `u.item` in, as a last column
+                   user_name:str='user', item_name:str='movie', rating_name:str='rating', # column names
+                   title_name:str='title', # name of the title column
+                  )->pd.DataFrame: # one row per rating, in file order: user, movie, rating, timestamp[, title]
+    "MovieLens 100k ratings from `fname`, with each movie's title from `u.item` merged in if `titles`."
+    path = ml100k_path() if path is None else Path(path)
+    if not (path/fname).exists(): raise FileNotFoundError(f"{path/fname} not found: expected the grouplens ml-100k folder (u.data, u.item, u1.base...) in {path}")
+    ratings = pd.read_csv(path/fname, delimiter='\t', header=None, names=[user_name, item_name, rating_name, 'timestamp'])
+    if not titles: return ratings
+    return ratings.merge(movielens_titles(path, item_name, title_name), how='left', on=item_name, validate='many_to_one')
 
 # %% ../nbs/ref/07_collab_ref.ipynb
 def check_ratings(df:pd.DataFrame, # one row per rating
@@ -152,25 +164,45 @@ class CollabNN(Module):
         return cls(*collab_emb_szs(dls, emb_szs), **kwargs)
 
 # %% ../nbs/ref/07_collab_ref.ipynb
-def lowrank_ratings(n_users:int=100, # number of users
-                    n_items:int=80, # number of items
-                    n_factors:int=3, # rank of the generating factors
-                    noise:float=0.3, # std of the Gaussian noise added to each rating
-                    density:float=1.0, # fraction of (user, item) pairs that are rated, uniformly at random
-                    clip:tuple|None=(0.5, 5.), # clip the ratings to this range; None keeps the noise exactly Gaussian
-                    seed:int=42, # random seed
-                   )->pd.DataFrame: # user, title, rating (float32)
-    "Ratings from known low-rank factors plus biases plus Gaussian noise: `3 + user_bias + item_bias + u·i + noise`."
+def lowrank_ratings(n_users:int=944, n_items:int=1665, n_ratings:int=100_000, # sizes (defaults: MovieLens 100k's); `n_ratings` unused with `density`
+                    n_factors:int=3, # rank of the true model
+                    noise:float=0.3, # standard deviation of the Gaussian rating noise
+                    density:float|None=None, # if given, rate each (user, item) pair with this probability instead of drawing `n_ratings` pairs
+                    alpha:float=0.8, # popularity skew of drawn pairs: user/item `k` (random order) has weight `1/(k+10)**alpha`
+                    half_stars:bool=True, # round to 0.5 (and clip to `clip`), as MovieLens 25M
+                    clip:tuple|None=(0.5, 5.), # clip to this range; None: no clipping (with `half_stars=False`: exactly Gaussian noise)
+                    seed:int=0, # random seed
+                    chunk:int=2_000_000, # drawn ratings generated at a time (bounds the temporary memory)
+                    user_name:str='user', item_name:str='title', rating_name:str='rating', # column names (the lesson's)
+                    item_fmt:str|None='movie {}', # items as strings (titles) in this format; None: int32 ids (fast, for big sets)
+                   )->pd.DataFrame: # `user_name` (int32, from 0), `item_name` (str or int32), `rating_name` (float32)
+    "Ratings from a random low-rank model plus biases plus noise: `3.5 + user_bias + item_bias + u·i + noise`."
+    if min(n_users, n_items, n_ratings, n_factors)<1: raise ValueError(f"sizes must be positive: {n_users=}, {n_items=}, {n_ratings=}, {n_factors=}")
+    if density is not None and not 0 < density <= 1: raise ValueError(f"density must be in (0, 1], got {density}")
     rng = np.random.default_rng(seed)
-    u,i = rng.normal(0, 0.6, (n_users, n_factors)),rng.normal(0, 0.6, (n_items, n_factors))
-    bu,bi = rng.normal(0, 0.3, n_users),rng.normal(0, 0.3, n_items)
-    uu,ii = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing='ij')
-    uu,ii = uu.ravel(),ii.ravel()
-    keep = rng.random(len(uu)) < density
-    uu,ii = uu[keep],ii[keep]
-    r = 3 + bu[uu] + bi[ii] + (u[uu]*i[ii]).sum(1) + rng.normal(0, noise, len(uu))
+    def _pop(n):
+        w = 1/(np.arange(n)+10.)**alpha
+        return np.cumsum(rng.permutation(w)/w.sum())
+    if density is None: cu,ci = _pop(n_users),_pop(n_items)
+    s = (0.6/n_factors)**0.25  # factors' std: the dot product has variance about 0.6
+    U,V = rng.normal(0, s, (n_users,n_factors)).astype(np.float32),rng.normal(0, s, (n_items,n_factors)).astype(np.float32)
+    bu,bi = rng.normal(0, 0.35, n_users).astype(np.float32),rng.normal(0, 0.45, n_items).astype(np.float32)
+    def _rate(u, i): return 3.5 + bu[u] + bi[i] + np.einsum('ij,ij->i', U[u], V[i]) + rng.normal(0, noise, len(u)).astype(np.float32)
+    if density is None:
+        users,items,r = np.empty(n_ratings, np.int32),np.empty(n_ratings, np.int32),np.empty(n_ratings, np.float32)
+        for a in range(0, n_ratings, chunk):
+            b = min(a+chunk, n_ratings)
+            u = np.minimum(np.searchsorted(cu, rng.random(b-a)), n_users-1)
+            i = np.minimum(np.searchsorted(ci, rng.random(b-a)), n_items-1)
+            users[a:b],items[a:b],r[a:b] = u,i,_rate(u, i)
+    else:
+        users,items = (o.ravel().astype(np.int32) for o in np.meshgrid(np.arange(n_users), np.arange(n_items), indexing='ij'))
+        keep = rng.random(len(users)) < density
+        users,items = users[keep],items[keep]
+        r = _rate(users, items).astype(np.float32)
+    if half_stars: r = np.round(r*2)/2
     if clip is not None: r = np.clip(r, *clip)
-    return pd.DataFrame({'user': uu+1, 'title': [f'movie {o}' for o in ii], 'rating': r.astype('float32')})
+    return pd.DataFrame({user_name: users, item_name: items if item_fmt is None else [item_fmt.format(o) for o in items], rating_name: r.astype(np.float32)})
 
 # %% ../nbs/ref/07_collab_ref.ipynb
 def _w(o): return o.weight if isinstance(o, nn.Module) else o
@@ -238,15 +270,13 @@ def reseed(dls=None, # `DataLoaders` whose shuffling to restart, if any
 def movielens_dls(ratings:pd.DataFrame|None=None, # default `load_movielens()`
                   bs:int=64, # batch size
                   seed:int=42, # seed of the random 80/20 split
-                  fast:bool=True, # `TensorCollabDataLoaders` (same split, faster) or fastai's `CollabDataLoaders`
                   valid_pct:float=0.2, # fraction of ratings in the validation set
                   item_name:str='title', # item column
-                 ): # collab `DataLoaders` over user, `item_name` and rating
-    "The lesson's `CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed)`, over tensors if `fast`."
+                 )->DataLoaders: # fastai's collab `DataLoaders` over user, `item_name` and rating
+    "The lesson's `CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed)`, after `check_ratings`."
     if ratings is None: ratings = load_movielens()
     check_ratings(ratings, 'user', item_name, 'rating')
-    f = TensorCollabDataLoaders.from_df if fast else CollabDataLoaders.from_df
-    return f(ratings, valid_pct=valid_pct, user_name='user', item_name=item_name, rating_name='rating', seed=seed, bs=bs)
+    return CollabDataLoaders.from_df(ratings, valid_pct=valid_pct, user_name='user', item_name=item_name, rating_name='rating', seed=seed, bs=bs)
 
 # %% ../nbs/ref/07_collab_ref.ipynb
 collab_kinds = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')
@@ -277,18 +307,17 @@ def fit_movielens(kind:str='fastai', # one of `collab_kinds`
                   n_factors:int=50, # factors of the dot-product models
                   y_range:tuple|None=(0, 5.5), # output range of the regression models
                   ratings:pd.DataFrame|None=None, # default: MovieLens 100k (`load_movielens()`)
-                  fast:bool=True, # train on `TensorCollabDataLoaders` (same split) rather than `CollabDataLoaders`
+                  dls:DataLoaders|None=None, # train on these instead (e.g. `fastcollab.fast_collab_dls`); never cached
                   cache:bool=True, # reuse an identical earlier fit on MovieLens 100k in this process
                   show:bool=False, # show the progress bar and the table of losses
                  )->Learner: # trained; `learn.recorder.values` holds the per-epoch [train loss, valid loss, metrics...]
     "Train the lesson's model `kind` with `fit_one_cycle(n_epoch, lr, wd=wd)` on a fixed split."
     if kind not in collab_kinds: raise ValueError(f"kind must be one of {collab_kinds}, got {kind!r}")
-    key = (kind, n_epoch, lr, wd, seed, bs, n_factors, y_range, fast) if ratings is None and cache else None
-    dkey = (bs, seed, fast)
-    if ratings is None:
-        if dkey not in _dls_cache: _dls_cache[dkey] = movielens_dls(None, bs, seed, fast)
-        dls = _dls_cache[dkey]
-    else: dls = movielens_dls(ratings, bs, seed, fast)
+    key = (kind, n_epoch, lr, wd, seed, bs, n_factors, y_range) if ratings is None and dls is None and cache else None
+    if dls is None and ratings is None:
+        if (bs, seed) not in _dls_cache: _dls_cache[bs, seed] = movielens_dls(None, bs, seed)
+        dls = _dls_cache[bs, seed]
+    elif dls is None: dls = movielens_dls(ratings, bs, seed)
     reseed(dls, seed)
     learn = collab_model_learner(kind, dls, n_factors, y_range)
     if key in _fit_cache:
