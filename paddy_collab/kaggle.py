@@ -11,10 +11,13 @@ from urllib.parse import urlparse
 from .core import *
 
 # %% auto 0
-__all__ = ['iskaggle', 'kaggle_timeout', 'kaggle_retries', 'paddy_comp', 'KaggleError', 'kaggle_config_dir', 'KaggleCreds',
-           'find_creds', 'kaggle_creds', 'kaggle_env', 'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path',
-           'kernel_slug', 'nb_title', 'clean_nb', 'install_cell', 'kernel_files', 'push_notebook', 'project_root',
-           'build_wheel', 'push_wheel_dataset', 'check_submission', 'submit']
+__all__ = ['iskaggle', 'kaggle_timeout', 'kaggle_retries', 'kaggle_429_retries', 'kaggle_429_max_wait', 'paddy_comp',
+           'kaggle_image', 'KaggleError', 'kaggle_config_dir', 'KaggleCreds', 'find_creds', 'kaggle_creds',
+           'kaggle_env', 'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path', 'kernel_slug', 'nb_title',
+           'clean_nb', 'install_cell', 'kernel_files', 'wait_dataset', 'push_notebook', 'project_root', 'build_wheel',
+           'wheel_files', 'push_wheel_dataset', 'weights_files', 'push_weights_dataset', 'kernel_weights',
+           'train_notebook', 'train_kernel_files', 'push_train_kernel', 'check_submission', 'submit',
+           'submission_score', 'kernel_output', 'kernel_status']
 
 # %% ../nbs/ref/04_kaggle.ipynb
 iskaggle = bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE'))  # True inside a Kaggle kernel
@@ -177,18 +180,20 @@ def _plain_url(url)->str:
     return f'{u.scheme}://{u.netloc}{u.path}' if u.scheme else str(url)
 
 _hints = {401: "Kaggle rejected the credentials ({src}): check the user name and key or token, or make a new token at https://www.kaggle.com/settings",
-          403: "permission denied: accept the competition's rules on its Kaggle page, or check that you own this kernel/dataset",
+          403: "permission denied: {rules}",
           404: "not found: check the name (competition, kernel or dataset), and that you have joined the competition",
-          429: "Kaggle is rate-limiting you: wait a little and try again"}
+          429: "Kaggle is rate-limiting you (Retry-After {after}); wait a little and try again"}
 
-def _cause(e, creds=None, timeout=None)->str:
+def _cause(e, creds=None, timeout=None, comp=None)->str:
     "A one-line description of why a request failed, with what to do about it."
     import requests
     resp = getattr(e, 'response', None)
     if isinstance(e, requests.HTTPError) and resp is not None:
         code = resp.status_code
         hint = _hints.get(code, "a problem on Kaggle's side; try again later" if code >= 500 else '')
-        hint = hint.format(src=creds.source if creds else 'no credentials')
+        rules = (f"accept the competition's rules at https://www.kaggle.com/competitions/{comp}/rules (Join Competition), then try again" if comp
+                 else "check that you own this kernel or dataset, or have joined its competition")
+        hint = hint.format(src=creds.source if creds else 'no credentials', rules=rules, after=resp.headers.get('Retry-After', 'not given'))
         return f"HTTP {code} {resp.reason or ''} from {_plain_url(resp.url)}".replace('  ', ' ') + (f": {hint}" if hint else '')
     if isinstance(e, requests.Timeout): return f"no answer within {timeout} s; Kaggle may be down or your network slow, try again later"
     if isinstance(e, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
@@ -196,13 +201,13 @@ def _cause(e, creds=None, timeout=None)->str:
     return f"{type(e).__name__}: {e}"
 
 @contextlib.contextmanager
-def _kaggle_op(what:str, api=None):
+def _kaggle_op(what:str, api=None, comp=None):
     "Turn any failure inside the block into a `KaggleError` naming `what` failed and why."
     creds, timeout = getattr(api, '_paddy_creds', None), getattr(api, '_paddy_timeout', kaggle_timeout)
     try: yield
     except KaggleError: raise
     except SystemExit as e: raise KaggleError(f"{what} failed: the kaggle client stopped (exit code {e.code}); check your credentials ({creds.source if creds else 'none found'})") from None
-    except Exception as e: raise KaggleError(f"{what} failed: {_cause(e, creds, timeout)}") from e
+    except Exception as e: raise KaggleError(f"{what} failed: {_cause(e, creds, timeout, comp)}") from e
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def kaggle_api(timeout:float|None=None, # seconds per HTTP request; default `kaggle_timeout`
@@ -225,6 +230,28 @@ def kaggle_api(timeout:float|None=None, # seconds per HTTP request; default `kag
     api._paddy_creds, api._paddy_timeout = creds, timeout
     with _kaggle_op(f'Signing in to Kaggle with {creds.source}', api), contextlib.redirect_stdout(io.StringIO()): api.authenticate()
     return api
+
+# %% ../nbs/ref/04_kaggle.ipynb
+kaggle_429_retries = 3   # attempts after Kaggle answers 429 (too many requests)
+kaggle_429_max_wait = 60. # the longest we wait for one of them, whatever the server's Retry-After says
+
+def _retry_after(e)->float|None:
+    "The delay a 429 answer asks for (its Retry-After header, in seconds), or None if `e` is not a 429."
+    resp = getattr(e, 'response', None)
+    if getattr(resp, 'status_code', None) != 429: return None
+    try: return max(0., float(resp.headers.get('Retry-After', 1)))
+    except (TypeError, ValueError): return 1.
+
+def _call(api, fn, *args, **kwargs):
+    "`fn(*args, **kwargs)` through the client, waiting as asked and trying again when Kaggle answers 429, at most `kaggle_429_retries` times."
+    import time
+    for i in range(kaggle_429_retries + 1):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()): return fn(*args, **kwargs)
+        except Exception as e:
+            delay = _retry_after(e)
+            if delay is None or i == kaggle_429_retries or delay > kaggle_429_max_wait: raise
+            time.sleep(delay)
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def _clean_stale(dest:Path, max_age:float=3600.):
@@ -253,7 +280,7 @@ def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classi
     _clean_stale(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.partial', dir=dest.parent))
     try:
-        with _kaggle_op(f"Downloading competition {comp!r}", api):
+        with _kaggle_op(f"Downloading competition {comp!r}", api, comp):
             api.competition_download_files(comp, path=str(tmp/'zip'), force=True, quiet=True)
         zips = [p for p in (tmp/'zip').iterdir() if not p.name.endswith('.kaggle-partial')]
         if len(zips) != 1 or not zipfile.is_zipfile(zips[0]):
@@ -335,33 +362,59 @@ def clean_nb(nb:dict, # a notebook's JSON, as a `dict` (left unchanged)
     nb['metadata'] = {k: v for k, v in nb.get('metadata', {}).items() if k in ('kernelspec', 'language_info')}
     return nb
 
-def install_cell(ds:str, # the dataset holding the wheel, 'owner/slug'
+# %% ../nbs/ref/04_kaggle.ipynb
+_install_src = """# Install paddy_collab, and the dependencies Kaggle's image lacks, from the attached dataset __DS__ (offline, checked).
+import json, os, re, subprocess, sys
+from pathlib import Path
+if os.environ.get('KAGGLE_KERNEL_RUN_TYPE'):
+    whl = next((d for d in (Path('../input/__SLUG__'), Path('../input/datasets/__DS__')) if (d/'wheels.json').is_file()), None)
+    if whl is None: raise FileNotFoundError("No wheels.json in ../input/__SLUG__: attach the dataset __DS__ (Add Input > Datasets); "
+                                            f"../input holds {sorted(p.name for p in Path('../input').iterdir())}")
+    info = json.loads((whl/'wheels.json').read_text())
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-index', '--find-links', str(whl), str(whl/info['package'])], capture_output=True, text=True)
+    if r.returncode:
+        missing = re.findall(r'No matching distribution found for (\\S+)', r.stderr)
+        raise RuntimeError(f"Installing {info['package']} from __DS__ failed: " + (f"no wheel of {', '.join(missing)} in the dataset, and Kaggle's image "
+                           "lacks it; add it (`paddy_collab push-wheels --extra NAME`) and push the dataset again" if missing else r.stderr.strip()[-1500:]))
+    ours = {'paddy-collab', *info['carried']}  # pip check also lists the image's own conflicts: stop only for ours
+    chk = subprocess.run([sys.executable, '-m', 'pip', 'check'], capture_output=True, text=True).stdout.splitlines()
+    bad = [l for l in chk if ours & {re.sub(r'[-_.]+', '-', w).lower() for w in re.findall(r'[A-Za-z0-9][\\w.-]*', l)}]
+    if bad: raise RuntimeError(f"paddy_collab's dependencies conflict after installing from __DS__ (pip check):\\n" + '\\n'.join(bad))
+    print(f"installed {info['package']} and {len(info['carried'])} dependencies from {whl}; pip check: nothing wrong with ours")"""
+
+def install_cell(ds:str, # the dataset holding the wheels, 'owner/slug' (see `wheel_files`)
                 )->dict: # a code cell, as notebook JSON
-    "A notebook cell that, on Kaggle only, installs paddy_collab offline from the attached dataset `ds` ('owner/slug')."
-    d = f'/kaggle/input/{ds.split("/")[-1]}'
-    src = (f"# On Kaggle, install paddy_collab from the attached dataset {ds} (no internet needed):\n"
-           f"#   pip install --no-index --find-links {d} paddy_collab\n"
-           "import os, subprocess, sys\n"
-           "if os.environ.get('KAGGLE_KERNEL_RUN_TYPE'):\n"
-           f"    pip = [sys.executable, '-m', 'pip', 'install', '-q', '--no-index', '--find-links', '{d}']\n"
-           "    # if a dependency's wheel is not in the dataset, install paddy_collab alone (Kaggle's image has fastai, timm, pandas)\n"
-           "    if subprocess.run(pip + ['paddy_collab']).returncode: subprocess.run(pip + ['--no-deps', 'paddy_collab'], check=True)")
-    return dict(cell_type='code', execution_count=None, metadata={}, outputs=[], source=src)
+    "A notebook cell that, on Kaggle only, installs paddy_collab and its missing dependencies offline from dataset `ds`, or stops naming what is missing."
+    return dict(cell_type='code', execution_count=None, metadata={}, outputs=[], source=_install_src.replace('__DS__', ds).replace('__SLUG__', ds.split('/')[-1]))
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def _ds_ref(ds:str, user:str)->str:
+    "`ds` as 'owner/slug': a bare slug is `user`'s."
+    ref = ds if '/' in ds else f'{user}/{ds}'
+    if not re.fullmatch(r'[\w.-]+/[\w.-]+', ref): raise ValueError(f"Dataset {ds!r} must be written 'owner/slug' (or a slug of your own)")
+    return ref
+
+def _check_title(title:str, slug:str):
+    "Raise `ValueError` unless Kaggle would derive `slug` from `title` (it keeps the title, and the kernel gets another URL)."
+    if len(title) < 5: raise ValueError(f"Kaggle needs a kernel title of at least 5 characters; got {title!r}")
+    if not re.fullmatch(r'[a-z0-9][a-z0-9-]{3,}', slug): raise ValueError(f"{slug!r} is not a valid kernel slug (lower-case letters, digits and '-', at least 4)")
+    if kernel_slug(title) != slug: raise ValueError(f"kernel slug {slug!r} does not match title {title!r}: Kaggle makes the URL from the title "
+                                                    f"({kernel_slug(title)!r}); pass a title that slugifies to {slug!r}, or no slug")
+
 def kernel_files(nb, # the project notebook (`.ipynb`) to push
                  dest, # folder to write the kernel's files into
                  user:str, # Kaggle user who will own the kernel
-                 slug:str|None=None, # kernel slug (URL name); default from `title`
+                 slug:str|None=None, # kernel slug (URL name); default from `title`, and it must match it
                  title:str|None=None, # kernel title; default the notebook's `# Title`, else its file name
                  comp:str|None=None, # competition whose data the kernel reads (`competition_sources`)
                  datasets=(), # datasets to attach, as 'owner/slug'
-                 wheel_ds:str|None=None, # dataset ('owner/slug') holding paddy_collab's wheel: attached, and installed by the first cell
+                 wheel_ds:str|None=None, # dataset with the wheels (`push_wheel_dataset`), installed by the first cell; default `<user>/paddy-collab-wheels` if `nb` uses paddy_collab; '' for none
                  private:bool=True, # only you can see it
                  gpu:bool=False, # run on a GPU
                  internet:bool=True, # allow internet (many competitions need it off to submit)
+                 models=(), # Kaggle models to attach (`model_sources`: 'owner/model/framework/variation/version')
                 )->Path: # `dest`, holding the notebook and `kernel-metadata.json`
-    "Write a cleaned copy of `nb` and fastkaggle's `kernel-metadata.json` into `dest`, ready for `kaggle kernels push`."
+    "Write a cleaned copy of `nb` and `kernel-metadata.json` (fastkaggle's `nb_meta`, sources as Kaggle documents them) into `dest`."
     from fastkaggle.core import nb_meta
     nb = Path(nb)
     if nb.suffix != '.ipynb' or not nb.is_file(): raise FileNotFoundError(f"{nb} is not a notebook (.ipynb) file")
@@ -369,46 +422,85 @@ def kernel_files(nb, # the project notebook (`.ipynb`) to push
     except ValueError as e: raise ValueError(f"{nb} is not valid notebook JSON: {e}") from None
     title = title or nb_title(d) or nb.stem.replace('_', ' ')
     slug = slug or kernel_slug(title)
-    if len(title) < 5: raise ValueError(f"Kaggle needs a kernel title of at least 5 characters; got {title!r}")
-    if not re.fullmatch(r'[a-z0-9][a-z0-9-]{3,}', slug): raise ValueError(f"{slug!r} is not a valid kernel slug (lower-case letters, digits and '-', at least 4)")
-    for ds in [*datasets, *([wheel_ds] if wheel_ds else [])]:
-        if not re.fullmatch(r'[\w.-]+/[\w.-]+', ds): raise ValueError(f"Dataset {ds!r} must be written 'owner/slug'")
+    _check_title(title, slug)
+    if wheel_ds is None and 'paddy_collab' in json.dumps(d['cells']): wheel_ds = f'{user}/paddy-collab-wheels'
+    dss = list(dict.fromkeys(_ds_ref(ds, user) for ds in [*datasets, *([wheel_ds] if wheel_ds else [])]))
     d = clean_nb(d)
-    if wheel_ds: d['cells'].insert(0, install_cell(wheel_ds))
+    if wheel_ds: d['cells'].insert(0, install_cell(_ds_ref(wheel_ds, user)))
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest/nb.name).write_text(json.dumps(d, indent=1), encoding='utf-8')
-    dss = list(dict.fromkeys([*datasets, *([wheel_ds] if wheel_ds else [])]))
-    meta = nb_meta(user, slug, title, nb.name, competition=comp, private=private, gpu=gpu, internet=internet, linked_datasets=dss)
-    (dest/'kernel-metadata.json').write_text(json.dumps(meta, indent=2))
+    meta = nb_meta(user, slug, title, nb.name, private=private, gpu=gpu, internet=internet, linked_datasets=dss)
+    meta.update(competition_sources=[comp] if comp else [], model_sources=list(models))  # the bare slug, as documented
+    with atomic_write(dest/nb.name, encoding='utf-8') as f: json.dump(d, f, indent=1)
+    with atomic_write(dest/'kernel-metadata.json') as f: json.dump(meta, f, indent=2)
     return dest
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def wait_dataset(ref:str, # 'owner/slug'
+                 timeout:float=600., # seconds to wait for its newest version to be ready
+                 poll:float=10., # seconds between two questions
+                 api=None, # a `kaggle_api()`; default a new one
+                )->str: # 'ready'
+    "Wait until Kaggle has processed dataset `ref`'s newest version; a `KaggleError` if it failed or is still processing after `timeout` s."
+    import time
+    api = api or kaggle_api()
+    t0 = time.time()
+    while True:
+        with _kaggle_op(f"Checking dataset {ref!r}", api): st = str(_call(api, api.dataset_status, ref)).lower()
+        if st == 'ready': return st
+        if st in ('failed', 'deleted'): raise KaggleError(f"Dataset {ref!r} is {st} on Kaggle: push it again (nothing was pushed that uses it)")
+        if time.time() - t0 + poll > timeout: raise KaggleError(f"Dataset {ref!r} is still processing on Kaggle ({st}) after {timeout:g} s: "
+                                                                 "try again in a few minutes (nothing was pushed that uses it)")
+        time.sleep(poll)
+
+def _push_dataset(d:Path, ref:str, title:str, public:bool, notes:str, license_name:str, wait:float, api)->dict:
+    "Push folder `d` as dataset `ref` (new, or a new version) and wait for it to be ready."
+    (d/'dataset-metadata.json').write_text(json.dumps(dict(title=title, id=ref, licenses=[dict(name=license_name)]), indent=2))
+    import requests
+    with _kaggle_op(f"Checking whether dataset {ref!r} exists", api):
+        try: _call(api, api.dataset_status, ref); created = False
+        except requests.HTTPError as e:
+            if getattr(e.response, 'status_code', None) != 404: raise
+            created = True
+    with _kaggle_op(f"Pushing dataset {ref!r} ({', '.join(sorted(p.name for p in d.iterdir() if p.name != 'dataset-metadata.json'))})", api):
+        if created: r = _call(api, api.dataset_create_new, str(d), public=public, quiet=True, dir_mode='skip')
+        else: r = _call(api, api.dataset_create_version, str(d), notes, quiet=True, dir_mode='skip')
+    if getattr(r, 'error', None): raise KaggleError(f"Pushing dataset {ref!r} failed: Kaggle said {r.error}")
+    if wait: wait_dataset(ref, wait, poll=min(10., wait/10), api=api)
+    return dict(ref=ref, url=r.url, created=created)
+
+def _ds_args(user, slug, title, api):
+    if not (6 <= len(slug) <= 50 and re.fullmatch(r'[a-z0-9][a-z0-9-]+', slug)): raise ValueError(f"Dataset slug {slug!r} must be 6-50 lower-case letters, digits or '-'")
+    if not 6 <= len(title) <= 50: raise ValueError(f"Dataset title {title!r} must be 6-50 characters")
+    user = user or api.config_values.get('username')
+    if not user: raise KaggleError("Pushing a dataset needs the Kaggle user name: pass user=...")
+    return f'{user}/{slug}'
+
+# %% ../nbs/ref/04_kaggle.ipynb
+def _push_dir(api, d:Path, what:str)->dict:
+    "Push the kernel folder `d` with the client's `kernels_push`; a `KaggleError` if Kaggle refuses it or a source."
+    meta = json.loads((d/'kernel-metadata.json').read_text())
+    what = f"Pushing {what} as kernel {meta['id']!r}"
+    with _kaggle_op(what, api, (meta.get('competition_sources') or [None])[0]): r = _call(api, api.kernels_push, str(d))
+    bad = {k: getattr(r, k) for k in ('invalid_dataset_sources', 'invalid_competition_sources', 'invalid_kernel_sources', 'invalid_model_sources', 'invalid_tags') if getattr(r, k, None)}
+    if r.error or bad: raise KaggleError(f"{what} failed: Kaggle said {' '.join(filter(None, [r.error, str(bad) if bad else '']))}".strip())
+    return dict(ref=meta['id'], url=r.url, version=r.version_number)
+
 def push_notebook(nb, # the project notebook (`.ipynb`) to push
                   user:str|None=None, # Kaggle user who will own the kernel; default the signed-in user
-                  slug:str|None=None, # kernel slug (URL name); default from `title`
-                  title:str|None=None, # kernel title; default the notebook's `# Title`, else its file name
-                  comp:str|None=None, # competition whose data the kernel reads
-                  datasets=(), # datasets to attach, as 'owner/slug'
-                  wheel_ds:str|None=None, # dataset ('owner/slug') with paddy_collab's wheel (see `push_wheel_dataset`): attached and installed first
-                  private:bool=True, # only you can see it
-                  gpu:bool=False, # run on a GPU
-                  internet:bool=True, # allow internet
+                  wait:float=600., # seconds to wait for the attached datasets of `user` to be ready (0: do not check)
                   path=None, # folder for the kernel's files; default a temporary folder
+                  **kwargs, # passed to `kernel_files`: `slug`, `title`, `comp`, `datasets`, `wheel_ds`, `private`, `gpu`, `internet`, `models`
                  )->dict: # `ref`, `url` and `version` of the pushed kernel
-    "Push project notebook `nb`, cleaned, as a Kaggle kernel with fastkaggle's metadata; return its URL."
+    "Push project notebook `nb`, cleaned, with an install cell and documented metadata, as a Kaggle kernel; return its URL."
     api = kaggle_api()
     user = user or api.config_values.get('username')
     if not user: raise KaggleError("Pushing a kernel needs the Kaggle user name: pass user=...")
     with tempfile.TemporaryDirectory() as t:
-        d = kernel_files(nb, path or t, user, slug=slug, title=title, comp=comp, datasets=datasets, wheel_ds=wheel_ds,
-                         private=private, gpu=gpu, internet=internet)
-        ref = json.loads((d/'kernel-metadata.json').read_text())['id']
-        with _kaggle_op(f"Pushing {Path(nb).name} as kernel {ref!r}", api), contextlib.redirect_stdout(io.StringIO()):
-            r = api.kernels_push(str(d))
-    bad = {k: getattr(r, k) for k in ('invalid_dataset_sources', 'invalid_competition_sources', 'invalid_kernel_sources', 'invalid_tags') if getattr(r, k, None)}
-    if r.error or bad: raise KaggleError(f"Pushing {Path(nb).name} as kernel {ref!r} failed: Kaggle said {r.error or ''} {bad or ''}".strip())
-    return dict(ref=ref, url=r.url, version=r.version_number)
+        d = kernel_files(nb, path or t, user, **kwargs)
+        for ds in json.loads((d/'kernel-metadata.json').read_text())['dataset_sources']:
+            if wait and ds.split('/')[0] == user: wait_dataset(ds, wait, api=api)
+        return _push_dir(api, d, Path(nb).name)
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def project_root(start=None)->Path:
@@ -440,50 +532,212 @@ def build_wheel(dest, # folder to put the wheel in
         return Path(shutil.move(str(whls[0]), Path(dest)/whls[0].name))
 
 # %% ../nbs/ref/04_kaggle.ipynb
-def _extra_wheels(items, dest):
-    "Copy `.whl` paths into `dest`; download the others (package names) from PyPI with `pip download`."
-    for it in items:
-        if str(it).endswith('.whl'):
-            if not Path(it).is_file(): raise FileNotFoundError(f"Wheel {it} not found")
-            shutil.copy2(it, dest)
-            continue
-        cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--timeout', '15', '--retries', '0', '-q', '-d', str(dest), str(it)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if r.returncode: raise KaggleError(f"Downloading the wheel of {it!r} from PyPI failed (offline?); pass the path of a .whl instead:\n{r.stderr[-1000:]}")
+kaggle_image = ('torch', 'torchvision', 'torchaudio', 'fastai', 'fastcore', 'fastprogress', 'fastdownload', 'timm', 'pandas', 'numpy',
+                'matplotlib', 'accelerate', 'pillow', 'requests', 'six', 'kaggle', 'huggingface-hub', 'safetensors', 'rich', 'typing-extensions',
+                'packaging', 'pyyaml', 'scipy', 'scikit-learn', 'tqdm', 'fsspec', 'filelock', 'jinja2', 'psutil', 'pip')  # on Kaggle's Python image
 
+def _canon(name:str)->str: return re.sub(r'[-_.]+', '-', name).lower()
+
+def _wheel_requires(whl)->list:
+    "The requirements in wheel `whl`'s metadata that apply on this platform, without extras (`packaging` `Requirement`s)."
+    from packaging.requirements import Requirement
+    with zipfile.ZipFile(whl) as z:
+        lines = z.read(next(n for n in z.namelist() if n.endswith('.dist-info/METADATA'))).decode().splitlines()
+    reqs = [Requirement(l.split(':', 1)[1].strip()) for l in lines if l.startswith('Requires-Dist:')]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate({'extra': ''})]
+
+def _pinned(req)->bool: return any(s.operator in ('<', '<=', '==', '===', '~=') for s in req.specifier)
+
+def _pip_download(spec:str, dest:Path, find_links=None)->Path:
+    "Download the wheel of requirement `spec` into `dest` (`pip download --no-deps`, from PyPI or only from `find_links`); return it."
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--timeout', '15', '--retries', '0', '-q', '-d', str(dest), spec]
+    if find_links: cmd[4:4] = ['--no-index', '--find-links', str(find_links)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if r.returncode: raise KaggleError(f"Downloading the wheel of {spec!r} failed (pip download; offline? pass find_links= a folder of wheels): {r.stderr.strip()[-600:]}")
+    from packaging.requirements import Requirement
+    name = _canon(Requirement(spec).name)
+    return next(p for p in dest.glob('*.whl') if _canon(p.name.split('-')[0]) == name)
+
+def wheel_files(dest, # the dataset folder to fill
+                image=kaggle_image, # packages Kaggle's image has (their wheels are left out unless our pins bound them)
+                extra_wheels=(), # more: `.whl` paths, or requirements to download
+                find_links=None, # take every wheel from this folder instead of PyPI
+                root=None, # the project folder; default `project_root()`
+               )->dict: # what `wheels.json` says: the `package` wheel and the `carried` dependencies
+    "Fill `dest` with paddy_collab's wheel, the wheels of every dependency `image` lacks or may have outside our pins, and `wheels.json`."
+    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    whl = build_wheel(dest, root)
+    have, todo, carried = {_canon(n) for n in image}, list(_wheel_requires(whl)), {}
+    todo += [Path(x) if str(x).endswith('.whl') else x for x in extra_wheels]
+    while todo:
+        r = todo.pop(0)
+        if isinstance(r, Path):  # a wheel file we were given
+            if not r.is_file(): raise FileNotFoundError(f"Wheel {r} not found")
+            f = Path(shutil.copy2(r, dest)); n = _canon(f.name.split('-')[0])
+        else:
+            from packaging.requirements import Requirement
+            r = Requirement(r) if isinstance(r, str) else r
+            n = _canon(r.name)
+            if n in carried or (n in have and not _pinned(r)): continue
+            f = _pip_download(str(r), dest, find_links)
+        carried[n] = f.name
+        todo += _wheel_requires(f)
+    info = dict(package=whl.name, carried=carried)
+    (dest/'wheels.json').write_text(json.dumps(info, indent=2))
+    return info
+
+# %% ../nbs/ref/04_kaggle.ipynb
 def push_wheel_dataset(user:str|None=None, # owner of the dataset; default the signed-in user
-                       slug:str='paddy-collab-wheels', # dataset slug: kernels find it in /kaggle/input/<slug>
+                       slug:str='paddy-collab-wheels', # dataset slug: kernels find it in ../input/<slug>
                        title:str='paddy_collab wheels', # dataset title (6-50 characters)
-                       extra_wheels=(), # more wheels to include: `.whl` paths, or package names to download from PyPI
+                       extra_wheels=(), # more wheels: `.whl` paths, or requirements to download
                        public:bool=False, # make a new dataset public
                        notes:str|None=None, # version notes; default 'paddy_collab <version>'
                        root=None, # the project folder; default `project_root()`
                        license_name:str='apache-2.0', # the dataset's licence (the package's)
-                      )->dict: # `ref`, `url`, `wheels` and whether it was `created`
-    "Build paddy_collab's wheel and push it, with `dataset-metadata.json`, as Kaggle dataset `user/slug` (new, or a new version)."
-    if not (6 <= len(slug) <= 50 and re.fullmatch(r'[a-z0-9][a-z0-9-]+', slug)): raise ValueError(f"Dataset slug {slug!r} must be 6-50 lower-case letters, digits or '-'")
-    if not 6 <= len(title) <= 50: raise ValueError(f"Dataset title {title!r} must be 6-50 characters")
+                       find_links=None, # take the dependencies' wheels from this folder instead of PyPI
+                       wait:float=600., # seconds to wait until Kaggle has processed it (0: do not wait)
+                      )->dict: # `ref`, `url`, `wheels`, `carried` and whether it was `created`
+    "Push paddy_collab's wheel and those of the dependencies Kaggle's image lacks (`wheel_files`) as dataset `user/slug`; wait until it is ready."
     api = kaggle_api()
-    user = user or api.config_values.get('username')
-    if not user: raise KaggleError("Pushing a dataset needs the Kaggle user name: pass user=...")
-    ref = f'{user}/{slug}'
+    ref = _ds_args(user, slug, title, api)
     with tempfile.TemporaryDirectory() as t:
         d = Path(t)/slug
-        whl = build_wheel(d, root)
-        _extra_wheels(extra_wheels, d)
-        (d/'dataset-metadata.json').write_text(json.dumps(dict(title=title, id=ref, licenses=[dict(name=license_name)]), indent=2))
+        info = wheel_files(d, extra_wheels=extra_wheels, find_links=find_links, root=root)
         wheels = sorted(p.name for p in d.glob('*.whl'))
-        import requests
-        with _kaggle_op(f"Checking whether dataset {ref!r} exists", api):
-            try: api.dataset_status(ref); created = False
-            except requests.HTTPError as e:
-                if getattr(e.response, 'status_code', None) != 404: raise
-                created = True
-        with _kaggle_op(f"Pushing {whl.name} as dataset {ref!r}", api), contextlib.redirect_stdout(io.StringIO()):
-            if created: r = api.dataset_create_new(str(d), public=public, quiet=True, dir_mode='skip')
-            else: r = api.dataset_create_version(str(d), notes or f"paddy_collab {whl.name.split('-')[1]}", quiet=True, dir_mode='skip')
-    if getattr(r, 'error', None): raise KaggleError(f"Pushing dataset {ref!r} failed: Kaggle said {r.error}")
-    return dict(ref=ref, url=r.url, wheels=wheels, created=created)
+        res = _push_dataset(d, ref, title, public, notes or f"paddy_collab {info['package'].split('-')[1]}", license_name, wait, api)
+    return dict(res, wheels=wheels, carried=info['carried'])
+
+# %% ../nbs/ref/04_kaggle.ipynb
+def weights_files(archs, # timm names whose pretrained weights are in this machine's cache
+                  dest, # the dataset folder to fill
+                 )->dict: # what `weights.json` says: {arch: {file, hf_hub_id, hf_hub_filename}}
+    "Copy the cached pretrained weights of `archs` into `dest`, one flat file each, with `weights.json` saying whose is which."
+    from timm.models import get_pretrained_cfg
+    from paddy_collab.train import cached_weights
+    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    info = {}
+    for arch in archs:
+        f, cfg = cached_weights(arch), get_pretrained_cfg(arch)
+        if f is None or cfg is None: raise FileNotFoundError(f"The pretrained weights of {arch!r} are not in this machine's cache: load them once online "
+                                                             f"(timm.create_model({arch!r}, pretrained=True)), then push again")
+        name = f"{kernel_slug(arch)}{f.suffix}"
+        shutil.copyfile(f, dest/name)  # HF's cache holds symlinks: copy what they point to
+        info[arch] = dict(file=name, hf_hub_id=cfg.hf_hub_id, hf_hub_filename=f.name)
+    (dest/'weights.json').write_text(json.dumps(info, indent=2))
+    return info
+
+def push_weights_dataset(archs, # timm names, e.g. ['convnext_small.fb_in22k']
+                         user:str|None=None, # owner of the dataset; default the signed-in user
+                         slug:str='paddy-collab-weights', # dataset slug
+                         title:str='paddy_collab pretrained weights', # dataset title (6-50 characters)
+                         public:bool=False, # make a new dataset public
+                         notes:str|None=None, # version notes
+                         license_name:str='other', # the weights keep their own licences (see each model's card)
+                         wait:float=600., # seconds to wait until Kaggle has processed it (0: do not wait)
+                        )->dict: # `ref`, `url`, `weights` and whether it was `created`
+    "Push the cached timm weights of `archs` (`weights_files`) as dataset `user/slug`, for kernels without internet (`kernel_weights`)."
+    api = kaggle_api()
+    ref = _ds_args(user, slug, title, api)
+    with tempfile.TemporaryDirectory() as t:
+        info = weights_files(archs, Path(t)/slug)
+        res = _push_dataset(Path(t)/slug, ref, title, public, notes or ', '.join(archs), license_name, wait, api)
+    return dict(res, weights=info)
+
+# %% ../nbs/ref/04_kaggle.ipynb
+def kernel_weights(input_dir='../input', # where Kaggle attaches datasets
+                   cache=None, # the Hugging Face cache to build; default `<tmp>/paddy_collab-hf/hub`
+                  )->dict: # {arch: weights file} for every arch found
+    "Make timm find the weights of attached weights datasets (`weights.json`) offline: an HF cache of links to them, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`."
+    found = {}
+    for w in sorted(Path(input_dir).glob('*/weights.json')):
+        for arch, d in json.loads(w.read_text()).items(): found[arch] = dict(d, path=(w.parent/d['file']).resolve())
+    if not found: return {}
+    cache = Path(cache) if cache is not None else Path(tempfile.gettempdir())/'paddy_collab-hf'/'hub'
+    for arch, d in found.items():
+        repo, _, rev = (d['hf_hub_id'] or '').partition('@')
+        if not repo: continue
+        r = cache/f"models--{repo.replace('/', '--')}"
+        snap = r/'snapshots'/('0'*40)
+        snap.mkdir(parents=True, exist_ok=True); (r/'refs').mkdir(exist_ok=True)
+        (r/'refs'/(rev or 'main')).write_text('0'*40)
+        if not (snap/d['hf_hub_filename']).exists(): (snap/d['hf_hub_filename']).symlink_to(d['path'])
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE='1')
+    if 'huggingface_hub.constants' in sys.modules:  # read at import: tell an imported hub too
+        sys.modules['huggingface_hub.constants'].HF_HUB_CACHE, sys.modules['huggingface_hub.constants'].HF_HUB_OFFLINE = str(cache), True
+    return {a: d['path'] for a, d in found.items()}
+
+# %% ../nbs/ref/04_kaggle.ipynb
+_train_src = [
+('markdown', """# Paddy Doctor: train an ensemble and submit
+
+Written by `paddy_collab push-kernel --train`: install paddy_collab offline, find the competition's data, train
+the ensemble, predict the test images with TTA, and write `submission.csv` in `/kaggle/working` (the kernel's output)."""),
+('code', """# parameters
+archs = __ARCHS__  # timm names, each trained at `size`; 'lesson' for the course's four models, two shapes each
+epochs, size, accum, bs, n_tta = __EPOCHS__, __SIZE__, __ACCUM__, __BS__, __NTTA__
+multi_target, pretrained = __MT__, __PRE__
+submit, message = __SUBMIT__, __MESSAGE__"""),
+('code', """from paddy_collab.kaggle import paddy_path, kernel_weights, check_submission, submit as kaggle_submit
+from paddy_collab.ensemble import train_ensemble, ensemble, write_submission, models as lesson_models, model_weights
+path = paddy_path()  # on Kaggle: ../input/paddy-disease-classification
+weights = kernel_weights()  # pretrained weights from an attached weights dataset, for kernels without internet
+path, weights"""),
+('code', """members = lesson_models if archs == 'lesson' else {a: [(None, size)] for a in archs}
+psets = train_ensemble(path, members, epochs=epochs, accum=accum, bs=bs, n_tta=n_tta, multi_target=multi_target, pretrained=pretrained)"""),
+('code', """sub = write_submission(ensemble(psets, model_weights), path, 'submission.csv', overwrite=True)  # the working folder: /kaggle/working
+check_submission(sub, path/'sample_submission.csv').label.value_counts()"""),
+('code', """if submit: print(kaggle_submit(sub, 'paddy-disease-classification', message, sample=path/'sample_submission.csv'))"""),
+]
+
+def train_notebook(archs=('convnext_small.fb_in22k',), # timm names, or 'lesson' for the course's ensemble
+                   epochs:int=12, size=224, accum=1, bs:int=64, n_tta:int=4, # as for `train`
+                   multi_target:bool=False, # predict disease and variety
+                   pretrained:bool=True, # start from pretrained weights (attach them with `push_weights_dataset` when internet is off)
+                   submit:bool=False, # submit `submission.csv` from the kernel (needs internet and Kaggle Secrets)
+                   message:str='paddy_collab kernel', # the submission's description
+                  )->dict: # the notebook's JSON
+    "The competition kernel: a parameters cell, then find the data, train the ensemble, TTA, write and check `submission.csv`."
+    vals = dict(ARCHS=repr(archs if archs == 'lesson' else list(archs)), EPOCHS=epochs, SIZE=repr(size), ACCUM=repr(accum), BS=bs, NTTA=n_tta,
+                MT=multi_target, PRE=pretrained, SUBMIT=submit, MESSAGE=repr(message))
+    cells = []
+    for kind, s in _train_src:
+        for k, v in vals.items(): s = s.replace(f'__{k}__', str(v))
+        c = dict(cell_type=kind, metadata={}, source=s)
+        if kind == 'code': c.update(execution_count=None, outputs=[])
+        if s.startswith('# parameters'): c['metadata'] = dict(tags=['parameters'])  # papermill's convention
+        cells.append(c)
+    return dict(nbformat=4, nbformat_minor=5, cells=cells,
+                metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python'), language_info=dict(name='python')))
+
+def train_kernel_files(dest, # folder for the kernel's files
+                       user:str, # Kaggle user who will own the kernel
+                       weights_ds:str|None=None, # the weights dataset to attach (`push_weights_dataset`), for `internet=False`
+                       title:str='Paddy Doctor ensemble', # kernel title
+                       internet:bool=False, gpu:bool=True, private:bool=True, # the kernel's settings
+                       wheel_ds:str|None=None, datasets=(), models=(), # as for `kernel_files`
+                       **kwargs, # passed to `train_notebook`: `archs`, `epochs`, `size`, `accum`, ...
+                      )->Path: # `dest`
+    "Write the competition kernel (`train_notebook`) and its metadata into `dest`: competition data, wheels and weights attached."
+    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    nb = dest/f'{kernel_slug(title)}.ipynb'
+    with atomic_write(nb, encoding='utf-8') as f: json.dump(train_notebook(**kwargs), f, indent=1)
+    return kernel_files(nb, dest, user, title=title, comp=paddy_comp, datasets=[*datasets, *([weights_ds] if weights_ds else [])],
+                        wheel_ds=wheel_ds, private=private, gpu=gpu, internet=internet, models=models)
+
+def push_train_kernel(user:str|None=None, # Kaggle user who will own the kernel; default the signed-in user
+                      wait:float=600., # seconds to wait for the attached datasets to be ready
+                      **kwargs, # passed to `train_kernel_files`
+                     )->dict: # `ref`, `url` and `version`
+    "Push the competition kernel (`train_kernel_files`) once its datasets are ready."
+    api = kaggle_api()
+    user = user or api.config_values.get('username')
+    if not user: raise KaggleError("Pushing a kernel needs the Kaggle user name: pass user=...")
+    with tempfile.TemporaryDirectory() as t:
+        d = train_kernel_files(t, user, **kwargs)
+        for ds in json.loads((d/'kernel-metadata.json').read_text())['dataset_sources']:
+            if wait and ds.split('/')[0] == user: wait_dataset(ds, wait, api=api)
+        return _push_dir(api, d, 'the competition kernel')
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def check_submission(csv, # the submission CSV
@@ -520,7 +774,9 @@ def submit(csv, # the submission CSV
            sample=None, # its `sample_submission.csv`; default the one in `comp_path(comp, path)`, if present
            labels:dict|None=None, # {column: allowed values}; default from `train.csv` (see `check_submission`)
            path=None, # the local competition folder, as for `comp_path`
-          )->dict: # Kaggle's `message` and the submission's `ref`
+           wait:float=0., # seconds to wait for the score (0: do not wait)
+           poll:float=10., # seconds between two questions while waiting
+          )->dict: # Kaggle's `message`, the submission's `ref`, and with `wait` its `status` and `score`
     "Check `csv` against the competition's sample submission, then submit it to `comp` with `message`."
     if not isinstance(message, str) or not message.strip(): raise ValueError("Give the submission a message (what model, what changed)")
     if sample is None:
@@ -529,7 +785,55 @@ def submit(csv, # the submission CSV
         if not sample.is_file(): raise FileNotFoundError(f"{sample} not found: pass sample=..., or get the data first with comp_path({comp!r})")
     check_submission(csv, sample, labels)
     api = kaggle_api()
-    with _kaggle_op(f"Submitting {Path(csv).name} to {comp!r}", api):
-        r = api.competition_submit(str(csv), message, comp, quiet=True)
+    with _kaggle_op(f"Submitting {Path(csv).name} to {comp!r}", api, comp):
+        r = _call(api, api.competition_submit, str(csv), message, comp, quiet=True)
     if r.message == getattr(api, 'COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE', None): raise KaggleError(f"Submitting {Path(csv).name} to {comp!r} failed: the upload did not complete")
-    return dict(message=r.message, ref=r.ref)
+    res = dict(message=r.message, ref=r.ref)
+    return dict(res, **submission_score(comp, r.ref, wait, poll, api)) if wait else res
+
+def submission_score(comp:str, ref:int, wait:float=0., poll:float=10., api=None)->dict:
+    "The `status` and public `score` of submission `ref` to `comp`, after waiting up to `wait` s for Kaggle to score it."
+    import time
+    api, t0 = api or kaggle_api(), time.time()
+    while True:
+        with _kaggle_op(f"Asking the score of submission {ref} to {comp!r}", api, comp): subs = _call(api, api.competition_submissions, comp) or []
+        s = next((s for s in subs if s.ref == ref), None)
+        if s is None: raise KaggleError(f"Submission {ref} is not among {comp!r}'s submissions")
+        st = s.status.name.lower()
+        if st == 'error': raise KaggleError(f"Kaggle could not score submission {ref} to {comp!r}: {s.error_description or 'no reason given'}")
+        if st == 'complete' or time.time() - t0 + poll > wait: return dict(status=st, score=s.public_score or None)
+        time.sleep(poll)
+
+# %% ../nbs/ref/04_kaggle.ipynb
+def kernel_output(ref:str, # the kernel, 'owner/slug'
+                  dest, # folder for its output files and its log (`<slug>.log`)
+                  api=None, # a `kaggle_api()`; default a new one
+                 )->dict: # `files` (paths), and `submission` and `log` (paths, or None)
+    "Download kernel `ref`'s latest output (`submission.csv`, ...) and its log into `dest` with the client's `kernels_output`, all or nothing."
+    api = api or kaggle_api()
+    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix='.output.') as t:
+        with _kaggle_op(f"Downloading the output of kernel {ref!r}", api): _call(api, api.kernels_output, ref, t, force=True, quiet=True)
+        files = [Path(shutil.move(str(p), dest/p.name)) if not (dest/p.name).is_dir() else dest/p.name for p in sorted(Path(t).iterdir())]
+    find = lambda pred: next((f for f in files if pred(f)), None)
+    return dict(files=files, submission=find(lambda f: f.name == 'submission.csv'), log=find(lambda f: f.suffix == '.log'))
+
+def kernel_status(ref:str, # the kernel, 'owner/slug'
+                  wait:float=0., # seconds to wait for it to finish (0: ask once)
+                  poll:float=30., # seconds between two questions
+                  api=None, # a `kaggle_api()`; default a new one
+                 )->str: # 'queued', 'running', 'complete', ...
+    "Kernel `ref`'s status, after waiting up to `wait` s for it to finish; a `KaggleError` with the end of its log if it failed."
+    import time
+    api = api or kaggle_api()
+    t0 = time.time()
+    while True:
+        with _kaggle_op(f"Asking the status of kernel {ref!r}", api): r = _call(api, api.kernels_status, ref)
+        st = r.status.name.lower()
+        if st == 'error':
+            with tempfile.TemporaryDirectory() as t:
+                try: log = kernel_output(ref, t, api)['log']; tail = log.read_text()[-1500:] if log else ''
+                except KaggleError as e: tail = f'(no log: {e})'
+            raise KaggleError(f"Kernel {ref!r} failed: {r.failure_message or 'no message'}" + (f"\n--- end of its log ---\n{tail}" if tail else ''))
+        if st in ('complete', 'cancel_acknowledged') or time.time() - t0 + poll > wait: return st
+        time.sleep(poll)

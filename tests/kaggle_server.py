@@ -1,9 +1,11 @@
-"""A local stand-in for the Kaggle API, for tests and the `20_kaggle` notebook.
+"""A local stand-in for the Kaggle API, for tests and the `ref/04_kaggle` notebook.
 
 kaggle 2.x sends every call as `POST http://localhost/api/v1/<service>/<Method>` (JSON in, JSON out) when
 `KAGGLE_API_ENVIRONMENT=LOCALHOST`. `KaggleStandIn` answers the calls `paddy_collab.kaggle` makes the way Kaggle
 does (competition downloads redirect to a blob URL; uploads go to a `createUrl` by PUT), records every request
-in `.requests`, checks credentials, and can be told to fail: `fail('SaveKernel', 500)`, `fail('blob', 'truncate')`.
+in `.requests`, checks credentials, and can be told to fail: `fail('SaveKernel', 500)`, `fail('blob', 'truncate')`, `fail('SaveKernel', 429)` (with
+`retry_after`), `fail('SaveKernel', 'error')` (Kaggle's 200 answer with an error), `fail('SaveKernel', 'invalid')`
+(sources it does not know). Kernels run by `run_kernel`: their status, output files and log are what the test sets.
 It never talks to anything but its own clients.
 """
 from __future__ import annotations
@@ -35,7 +37,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != 'HEAD': self.wfile.write(body)
 
-    def _error(self, code): self._send(code, {'code': code, 'message': _errors.get(code, 'Error')})
+    def _error(self, code):
+        hdr = {'Retry-After': str(self.server.standin.retry_after)} if code == 429 else None
+        self._send(code, {'code': code, 'message': _errors.get(code, 'Error')}, headers=hdr)
 
     def _close(self):
         "Drop the connection without answering, as a crashed proxy would."
@@ -46,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, op):
         "Apply a fault set with `fail` to `op`; return True if the request was answered (or dropped)."
         f = self.server.standin._take_fault(op)
-        if f is None or f == 'truncate': return False
+        if f is None or f in ('truncate', 'error', 'invalid'): return False
         if f == 'close': self._close()
         elif f == 'hang':
             time.sleep(self.server.standin.hang_s)
@@ -101,7 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.server.standin
         tok = d.get('blobFileTokens', '')
         if tok not in s.uploads: return self._send(400, {'code': 400, 'message': f'unknown upload token {tok!r}'})
-        s.submissions.append(dict(comp=d.get('competitionName'), message=d.get('submissionDescription', ''), csv=s.uploads[tok]))
+        s.submissions.append(dict(comp=d.get('competitionName'), message=d.get('submissionDescription', ''), csv=s.uploads[tok],
+                                  status=list(s.submission_status), score=s.score))
         self._send(200, {'message': 'Successfully submitted to ' + d.get('competitionName', ''), 'ref': len(s.submissions)})
 
     def _op_StartBlobUpload(self, d):
@@ -111,8 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _op_GetDatasetStatus(self, d):
         ref = f"{d.get('ownerSlug')}/{d.get('datasetSlug')}"
-        if ref not in self.server.standin.datasets: return self._error(404)
-        self._send(200, {'status': 'READY'})
+        s = self.server.standin
+        if ref not in s.datasets: return self._error(404)
+        seq = s.dataset_status.get(ref) or ['READY']  # statuses to answer in turn; the last one stays
+        self._send(200, {'status': seq.pop(0) if len(seq) > 1 else seq[0]})
 
     def _dataset_files(self, toks):
         s = self.server.standin
@@ -133,9 +140,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _op_SaveKernel(self, d):
         s = self.server.standin
+        f = s._take_fault('SaveKernel!')
+        if f == 'error': return self._send(200, {'error': 'Notebook is invalid: code_file is empty'})
+        if f == 'invalid': return self._send(200, {'ref': '', 'url': '', 'invalidCompetitionSources': d.get('competitionDataSources', []),
+                                                   'invalidDatasetSources': d.get('datasetDataSources', [])})
         s.kernels.append(d)
         slug = d.get('slug', '')
         self._send(200, {'ref': f'/code/{slug}', 'url': f'{s.url}/code/{slug}', 'versionNumber': len(s.kernels)})
+
+    def _kernel(self, d):
+        return self.server.standin.runs.get(f"{d.get('userName')}/{d.get('kernelSlug')}")
+
+    def _op_GetKernelSessionStatus(self, d):
+        k = self._kernel(d)
+        if k is None: return self._error(404)
+        seq = k['status']
+        self._send(200, {'status': seq.pop(0) if len(seq) > 1 else seq[0], 'failureMessage': k.get('failure', '')})
+
+    def _op_ListKernelSessionOutput(self, d):
+        k, s = self._kernel(d), self.server.standin
+        if k is None: return self._error(404)
+        ref = f"{d.get('userName')}/{d.get('kernelSlug')}"
+        self._send(200, {'files': [{'fileName': n, 'url': f'{s.url}/outputs/{ref}/{n}?sig=standin'} for n in k['files']], 'log': k.get('log', '')})
+
+    def _op_ListSubmissions(self, d):
+        s = self.server.standin
+        subs = [dict(ref=i+1, description=x['message'], status=x['status'].pop(0) if len(x['status']) > 1 else x['status'][0],
+                     publicScore=x.get('score', ''), fileName='submission.csv')
+                for i, x in enumerate(s.submissions) if x['comp'] == d.get('competitionName')]
+        self._send(200, {'submissions': subs[::-1]})
 
     def do_PUT(self):
         n = int(self.headers.get('Content-Length') or 0)
@@ -148,7 +181,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = urlparse(self.path).path
-        self._record('blob' if path.startswith('/blobs/') else 'get')
+        self._record('blob' if path.startswith('/blobs/') else 'output' if path.startswith('/outputs/') else 'get')
+        if path.startswith('/outputs/'):
+            ref, _, name = path[len('/outputs/'):].rpartition('/')
+            k = self.server.standin.runs.get(ref)
+            if k is None or name not in k['files']: return self._error(404)
+            return self._send(200, k['files'][name], ctype='application/octet-stream')
         if not path.startswith('/blobs/'): return self._error(404)
         f = self.server.standin._take_fault('blob')
         if f not in (None, 'truncate'):
@@ -175,6 +213,8 @@ class KaggleStandIn:
         self.url = 'http://localhost' + ('' if port == 80 else f':{port}')
         self.requests, self.kernels, self.submissions = [], [], []
         self.comps, self.datasets, self.uploads, self.blob_names = {}, {}, {}, {}
+        self.dataset_status, self.runs, self.retry_after = {}, {}, 1  # {ref: statuses in turn}, {kernel ref: run}, 429's Retry-After (s)
+        self.submission_status, self.score = ['PENDING', 'COMPLETE'], '0.25'  # what ListSubmissions says of a new submission, in turn
         self._faults, self._n, self._lock, self._srv = {}, 0, threading.Lock(), None
 
     def _new_token(self, kind):
@@ -183,8 +223,13 @@ class KaggleStandIn:
             return f'{kind}-{self._n}'
 
     def fail(self, op, fault, times=1):
-        "Make the next `times` calls to `op` (a method name like 'SaveKernel', or 'blob'/'upload') answer `fault`: 401, 404, 500, 'close', 'hang' or 'truncate'."
-        self._faults[op] = [fault, times]
+        "Make the next `times` calls to `op` (a method name like 'SaveKernel', or 'blob'/'upload') answer `fault`: 401, 403, 404, 429, 500, 'close', 'hang', 'truncate'; SaveKernel also 'error', 'invalid'."
+        self._faults[op + ('!' if fault in ('error', 'invalid') else '')] = [fault, times]
+        return self
+
+    def run_kernel(self, ref, status=('RUNNING', 'COMPLETE'), files=None, log='', failure=''):
+        "Make kernel `ref` answer `status` in turn (the last stays), with output `files` ({name: bytes}), `log` and `failure` message."
+        self.runs[ref] = dict(status=list(status), files=dict(files or {}), log=log, failure=failure)
         return self
 
     def _take_fault(self, op):
@@ -279,3 +324,26 @@ if pytest is not None:
             Path(dest).mkdir(parents=True, exist_ok=True)
             return Path(shutil.copy2(built_wheel, dest))
         monkeypatch.setattr(pk, 'build_wheel', copy)
+
+
+def dep_wheels():
+    """A folder holding the wheels `wheel_files` carries (paddy_collab's dependencies Kaggle's image lacks), for `find_links=`.
+    Made once per machine with the real `wheel_files` from PyPI (a few small wheels); `None` when PyPI cannot be reached."""
+    import tempfile, paddy_collab.kaggle as pk
+    d = Path(tempfile.gettempdir())/'paddy_collab-dep-wheels'
+    if (d/'wheels.json').is_file(): return d
+    tmp = Path(tempfile.mkdtemp(prefix='.dep-wheels.', dir=d.parent))
+    try: pk.wheel_files(tmp)
+    except pk.KaggleError: return None
+    for w in tmp.glob('paddy_collab-*.whl'): w.unlink()  # the package itself is built fresh each time
+    try: os.replace(tmp, d)
+    except OSError: pass  # another process made it meanwhile
+    return d
+
+if pytest is not None:
+    @pytest.fixture(scope='session')
+    def find_links():
+        "The dependency wheels (`dep_wheels`); the test is skipped when PyPI cannot be reached to get them once."
+        d = dep_wheels()
+        if d is None: pytest.skip('PyPI unreachable: cannot fetch the dependency wheels once')
+        return d
