@@ -10,7 +10,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-newest install dev data check-sync readme quality clean-venv run-lessons
+.PHONY: demo test test-newest install dev data check-sync readme quality clean-venv gpu-check gpu-wheels run-lessons
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,18 @@ quality: install data
 # Run All of every lesson notebook, as Jupyter does (every cell, test flags ignored): each one's minutes and peak memory.
 run-lessons: dev data
 	$(PY) benchmarks/run_lessons.py $(LESSONS)
+
+# Every CUDA path once, with figures (benchmarks/gpu_check.py): one line and exit 0 without a GPU;
+# GPU_CHECK_DRY=1 runs it at tiny size on the CPU. Uses .venv's python if there is one, else python3 (a GPU image).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	@$(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The wheels a GPU image with torch/timm/accelerate/pandas/matplotlib but no fastai or nbdev lacks, for python 3.12,
+# into .whl/ (git-ignored; carried to the GPU machine, installed there by gpu_check.py's bootstrap without network).
+WHEEL_PY ?= 3.12
+gpu-wheels: dev
+	$(PY) benchmarks/gpu/wheels.py --dest .whl --python-version $(WHEEL_PY)
 
 clean-venv:
 	rm -rf $(VENV) $(NEWEST)
