@@ -6,17 +6,13 @@
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
 import torch, torch.nn.functional as F
-from plum import dispatch
-from fastcore.basics import store_attr, ifnone
-from fastai.torch_core import TensorImage, Tensor
 from fastai.metrics import error_rate
-from fastai.vision.data import get_grid
-import fastai.vision.learner  # registers fastai's image `show_results` methods, which must come before ours (see below)
 from .paddy_data import *
+from .heads import *  # MultiTargetLoss, head_metrics, multi_tta, multi_predict: see ref/08_heads
+from .train import *
 
 # %% auto 0
-__all__ = ['disease_loss', 'variety_loss', 'combine_loss', 'disease_err', 'variety_err', 'MultiTargetLoss', 'HeadError',
-           'head_metrics', 'multi_tta', 'multi_predict']
+__all__ = ['disease_loss', 'variety_loss', 'combine_loss', 'disease_err', 'variety_err']
 
 # %% ../nbs/06_multitarget.ipynb
 def disease_loss(inp, disease, variety): return F.cross_entropy(inp[:,:10], disease)
@@ -24,92 +20,3 @@ def variety_loss(inp, disease, variety): return F.cross_entropy(inp[:,10:], vari
 def combine_loss(inp, disease, variety): return disease_loss(inp,disease,variety)+variety_loss(inp,disease,variety)
 def disease_err(inp, disease, variety): return error_rate(inp[:,:10], disease)
 def variety_err(inp, disease, variety): return error_rate(inp[:,10:], variety)
-
-# %% ../nbs/06_multitarget.ipynb
-class MultiTargetLoss:
-    "Sum of cross-entropies over heads of sizes `n_out`, optionally weighted, with a per-head softmax `activation` and argmax `decodes`."
-    y_int = True  # targets are class indices (for `MixUp` and friends)
-    def __init__(self,
-                 n_out=(10, 10), # classes per head, in the order of the targets
-                 weights=None, # one weight per head (default all 1)
-                 reduction:str='mean', # 'mean', 'sum' or 'none' (per item), as in `F.cross_entropy`
-                ):
-        self.n_out, self.reduction, self.flat = tuple(int(n) for n in n_out), reduction, False
-        self.weights = tuple(float(w) for w in ifnone(weights, [1.]*len(self.n_out)))
-        if len(self.weights) != len(self.n_out): raise ValueError(f"got {len(self.weights)} weights for {len(self.n_out)} heads {self.n_out}")
-
-    @classmethod
-    def from_dls(cls, dls, weights=None):
-        "Head sizes from `dls.vocab`, one vocabulary per target."
-        if not all(isinstance(v, (list, tuple)) or hasattr(v, 'o2i') for v in dls.vocab):
-            raise ValueError(f"dls.vocab should hold one vocabulary per target, got {str(dls.vocab)[:80]}: build the DataLoaders with multi_target=True")
-        return cls(tuple(len(v) for v in dls.vocab), weights)
-
-    def __repr__(self): return f"MultiTargetLoss(n_out={self.n_out}, weights={self.weights})"
-    def split(self, x): return x.split(list(self.n_out), dim=-1)
-
-    def __call__(self, inp, *targs, reduction=None):
-        if inp.shape[-1] != sum(self.n_out): raise ValueError(f"the model has {inp.shape[-1]} outputs but the heads {self.n_out} need {sum(self.n_out)}: set n_out={sum(self.n_out)}")
-        if len(targs) != len(self.n_out): raise ValueError(f"got {len(targs)} targets for {len(self.n_out)} heads {self.n_out}")
-        red = ifnone(reduction, self.reduction)
-        return sum(w*F.cross_entropy(o, t.long(), reduction=red) for w,o,t in zip(self.weights, self.split(inp), targs))
-
-    def activation(self, x):
-        "Softmax per head: a tuple of probability tensors (one `torch.cat`-ed tensor while `flat`, see `multi_tta`)."
-        ps = tuple(F.softmax(o, dim=-1) for o in self.split(x))
-        return torch.cat(ps, dim=-1) if self.flat else ps
-
-    def decodes(self, x):
-        "Argmax per head, of raw outputs or of `activation`'s tuple."
-        return tuple(o.argmax(dim=-1) for o in (self.split(x) if isinstance(x, Tensor) else x))
-
-# %% ../nbs/06_multitarget.ipynb
-class HeadError:
-    "Error rate of head `i` of an output split into heads of sizes `n_out`."
-    def __init__(self, i:int, n_out, name:str|None=None):
-        store_attr('i,n_out'); self.__name__ = ifnone(name, f'err{i}')
-        self.start = sum(n_out[:i])
-    def __call__(self, inp, *targs): return error_rate(inp[..., self.start:self.start+self.n_out[self.i]], targs[self.i])
-
-def head_metrics(dls, # multi-target `DataLoaders`: `dls.vocab` holds one vocabulary per target
-                 names=('disease', 'variety'), # one name per target
-                )->list:
-    "One `HeadError` per target of `dls`, named `<name>_err`."
-    n_out = MultiTargetLoss.from_dls(dls).n_out
-    if len(names) != len(n_out): raise ValueError(f"got {len(names)} names {list(names)} for {len(n_out)} targets")
-    return [HeadError(i, n_out, f'{nm}_err') for i,nm in enumerate(names)]
-
-# %% ../nbs/06_multitarget.ipynb
-def multi_tta(learn, # a `Learner`; with a `MultiTargetLoss`, predictions come back per head
-              ds_idx:int=1, dl=None, n:int=4, item_tfms=None, batch_tfms=None, beta:float|None=0.25, use_max:bool=False, # as in `learn.tta`
-             ):
-    "`learn.tta` that also works for a multi-target learner: it returns a tuple of per-head probabilities."
-    lf = learn.loss_func
-    kw = dict(ds_idx=ds_idx, dl=dl, n=n, item_tfms=item_tfms, batch_tfms=batch_tfms, beta=beta, use_max=use_max)
-    if not isinstance(lf, MultiTargetLoss): return learn.tta(**kw)
-    lf.flat = True
-    try: preds, targs = learn.tta(**kw)
-    finally: lf.flat = False
-    return (tuple(lf.split(preds)) if beta is not None else tuple(tuple(lf.split(p)) for p in preds)), targs
-
-# %% ../nbs/06_multitarget.ipynb
-def multi_predict(learn, # a `Learner` with a `MultiTargetLoss`
-                  item, # an image file (or anything `learn.dls.test_dl` takes)
-                 )->tuple: # (labels, class indices, probabilities), each with one entry per head
-    "`learn.predict` for a multi-target learner, with every head's index and probabilities."
-    dl = learn.dls.test_dl([item], num_workers=0)
-    probs, _, dec = learn.get_preds(dl=dl, with_decoded=True)
-    return tuple(v[int(i[0])] for v,i in zip(learn.dls.vocab, dec)), tuple(int(i[0]) for i in dec), tuple(p[0] for p in probs)
-
-# %% ../nbs/06_multitarget.ipynb
-@dispatch
-def show_results(x:TensorImage, y:tuple, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
-    "Image with several category targets: targets, then predictions, green if all are right."
-    if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
-    ctxs = [b.show(ctx=c, **kwargs) for b,c,_ in zip(samples.itemgot(0), ctxs, range(max_n))]
-    for i in range(len(y)): ctxs = [b.show(ctx=c, **kwargs) for b,c,_ in zip(samples.itemgot(i+1), ctxs, range(max_n))]
-    for k,(s,o,c) in enumerate(zip(samples, outs, ctxs)):
-        if k >= max_n: break
-        ok = all(t == r for t,r in zip(s[1:], o))
-        for r in o: c = r.show(ctx=c, color='green' if ok else 'red', **kwargs)
-    return ctxs

@@ -19,8 +19,41 @@ from fastai.vision.data import ImageBlock
 # fastai.vision.augment (Resize, aug_transforms) imports torchvision, about 2 s: it is imported where it is used
 
 # %% auto 0
-__all__ = ['paddy_cols', 'PaddyReport', 'check_paddy', 'get_test_files', 'get_variety', 'paddy_item_tfms', 'paddy_block',
-           'paddy_dls', 'paddy_test_dl']
+__all__ = ['paddy_scales', 'tiny_synth', 'paddy_cols', 'paddy_scale', 'by_scale', 'lesson_path', 'PaddyReport', 'check_paddy',
+           'get_test_files', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_dls', 'paddy_test_dl']
+
+# %% ../nbs/02_paddy_data.ipynb
+paddy_scales = ('full', 'cpu', 'tiny')
+
+def paddy_scale()->str:
+    "`$PADDY_SCALE` ('full', 'cpu' or 'tiny'); unset: 'full' with a CUDA GPU, else 'cpu'."
+    s = os.environ.get('PADDY_SCALE', '').strip().lower()
+    if not s:
+        import torch
+        return 'full' if torch.cuda.is_available() else 'cpu'
+    if s not in paddy_scales: raise ValueError(f"PADDY_SCALE must be one of {paddy_scales}, got {s!r}")
+    return s
+
+def by_scale(full, # the value for the lesson's configuration (GPU, real data)
+             cpu, # the value for a CPU
+             tiny, # the value for a quick check that the cell runs
+             scale:str|None=None, # default `paddy_scale()`
+            ):
+    "The value of `full`, `cpu` or `tiny` for `scale`."
+    return dict(full=full, cpu=cpu, tiny=tiny)[scale or paddy_scale()]
+
+# %% ../nbs/02_paddy_data.ipynb
+tiny_synth = dict(n_per_class=3, n_test=8, size=(48, 64))  # the synthetic set at PADDY_SCALE=tiny
+
+def lesson_path(scale:str|None=None, # default `paddy_scale()`
+               )->Path:
+    "The lesson's data: the competition (`paddy_path`) at 'full', the synthetic CPU set at 'cpu', a few images at 'tiny'."
+    from .synth import cached_synth
+    scale = scale or paddy_scale()
+    if scale == 'full':
+        from .kaggle import paddy_path  # the Kaggle plumbing, needed only for the full run
+        return paddy_path()
+    return cached_synth(**({} if scale == 'cpu' else tiny_synth))
 
 # %% ../nbs/02_paddy_data.ipynb
 paddy_cols = ['image_id', 'label', 'variety', 'age']

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from .core import *
 
 # %% auto 0
-__all__ = ['diseases', 'varieties', 'synth_paddy']
+__all__ = ['diseases', 'varieties', 'synth_paddy', 'cached_synth']
 
 # %% ../nbs/ref/01_synth.ipynb
 diseases = ['bacterial_leaf_blight', 'bacterial_leaf_streak', 'bacterial_panicle_blight', 'blast', 'brown_spot',
@@ -18,10 +18,11 @@ diseases = ['bacterial_leaf_blight', 'bacterial_leaf_streak', 'bacterial_panicle
 varieties = ['ADT45', 'IR20', 'KarnatakaPonni', 'Onthanel', 'Ponni', 'Surya', 'Zonal', 'AndraPonni', 'AtchayaPonni', 'RR']
 
 # RGB of the lesions, one per disease ('normal' has none), and the shape they are drawn with
-_lesion_rgb = [(235,225,120), (200,120,40), (150,60,20), (120,120,130), (140,80,30), (230,230,210), (250,250,250), (40,40,40), None, (250,180,30)]
+_lesion_rgb = [(240,230,110), (200,100,30), (120,30,60), (130,130,140), (110,60,20), (245,200,230), (250,250,250), (15,15,15), None, (255,170,0)]
 _lesion_shape = ['streak', 'streak', 'blob', 'diamond', 'spot', 'blob', 'spot', 'spot', None, 'ring']
-# base leaf colour and vein spacing (in pixels at 480 wide), one per variety
-_leaf_rgb = [(60,140,50), (90,160,40), (40,110,60), (110,150,60), (70,120,30), (50,150,90), (100,130,40), (30,130,40), (80,170,80), (60,100,45)]
+# base leaf colour and vein spacing (in pixels at 480 wide), one per variety: colours far enough apart that a small
+# model trained from scratch on 64-pixel images tells the varieties apart (see `02_paddy_data`)
+_leaf_rgb = [(40,150,40), (150,170,30), (20,90,40), (60,160,130), (110,120,30), (190,180,60), (30,120,110), (90,210,70), (170,210,130), (70,110,150)]
 _vein_gap = [12, 30, 18, 48, 24, 60, 15, 36, 21, 42]
 
 # %% ../nbs/ref/01_synth.ipynb
@@ -68,14 +69,14 @@ def _render(rng, disease:int, variety:int, size)->Image.Image:
 
 # %% ../nbs/ref/01_synth.ipynb
 def synth_paddy(path, # folder to create (the competition folder: `train_images/`, `test_images/`, CSVs)
-                n_per_class:int=20, # training images per disease
-                n_test:int=30, # test images
-                size=(480, 640), # image size as PIL gives it, (width, height): the real data's is (480, 640)
+                n_per_class:int=125, # training images per disease
+                n_test:int=100, # test images
+                size=(96, 128), # image size as PIL gives it, (width, height): the real data's is (480, 640)
                 seed:int=0, # the same seed writes the same files
                 quality:int=90, # JPEG quality
                 solution:bool=False, # also write `solution.csv` with the test labels (not part of Kaggle's layout)
                )->Path: # `path`
-    "Write a Paddy Doctor-shaped dataset whose images encode disease and variety independently."
+    "Write a Paddy Doctor-shaped dataset whose images encode disease and variety independently (the defaults: the lesson's CPU set)."
     path = Path(path)
     if n_per_class < 1 or n_test < 0: raise ValueError(f"n_per_class must be >= 1 and n_test >= 0, got {n_per_class} and {n_test}")
     if (path/'train.csv').exists(): raise FileExistsError(f"{path} already holds a dataset (train.csv); choose an empty folder")
@@ -100,3 +101,22 @@ def synth_paddy(path, # folder to create (the competition folder: `train_images/
     pd.DataFrame({'image_id': ids, 'label': 'normal'}).to_csv(path/'sample_submission.csv', index=False)
     if solution: pd.DataFrame({'image_id': ids, 'label': [diseases[d] for _, d, _ in tst], 'variety': [varieties[v] for _, _, v in tst]}).to_csv(path/'solution.csv', index=False)
     return path
+
+# %% ../nbs/ref/01_synth.ipynb
+def cached_synth(dest=None, # the folder; default `<fastai data>/paddy-synth-<hash of the arguments and of this module>`
+                 **kwargs, # passed to `synth_paddy` (default: its defaults, the lesson's CPU set)
+                )->Path: # a folder holding the set
+    "`synth_paddy(dest, **kwargs)` written once (atomically) and reused afterwards."
+    import hashlib, json, os, shutil, tempfile
+    if dest is None:
+        key = json.dumps(sorted(kwargs.items()), default=str).encode() + Path(__file__).read_bytes()
+        dest = fastai_data_path()/f"paddy-synth-{hashlib.md5(key).hexdigest()[:10]}"
+    dest = Path(dest)
+    if (dest/'train.csv').is_file(): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.partial', dir=dest.parent))
+    try:
+        synth_paddy(tmp/'data', **kwargs)
+        if not (dest/'train.csv').is_file(): os.replace(tmp/'data', dest)  # else another process wrote it meanwhile
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -17,12 +17,16 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.schedule import *  # fine_tune, fit_one_cycle
 from fastai.interpret import ClassificationInterpretation
 from fastai.vision.learner import vision_learner
+from fastai.learner import Learner
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.optimizer import SGD
 from .paddy_data import *
-from .multitarget import *
+from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/08_heads
 
 # %% auto 0
 __all__ = ['hub_url', 'PredSet', 'check_arch', 'cached_weights', 'pretrained_kwargs', 'accum_setup', 'set_precision', 'step_mem',
-           'find_accum', 'auto_accum', 'HeadInterpretation', 'train']
+           'find_accum', 'auto_accum', 'HeadInterpretation', 'train', 'lesson_cfg']
 
 # %% ../nbs/04_train.ipynb
 @dataclass
@@ -281,3 +285,12 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
     test_files_ok = [f.name for f in tst_files] == res.files
     if not test_files_ok: raise RuntimeError("test predictions came back in another order than get_test_files(path)")  # a guard, never expected
     return (res, learn) if return_learner else res
+
+# %% ../nbs/04_train.ipynb
+def lesson_cfg(scale:str|None=None, # 'full', 'cpu' or 'tiny'; default `paddy_scale()`
+              )->dict: # `train`'s arguments: arch, size, item, epochs, bs, lr, pretrained, finetune
+    "The lesson's training configuration at `scale`: convnext_small on a GPU, a small ResNet from scratch on a CPU."
+    from fastai.vision.augment import Resize
+    return by_scale(full=dict(arch='convnext_small.fb_in22k', size=128, item=None, epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True),
+                    cpu=dict(arch='resnet10t', size=48, item=Resize(64, method='squish'), epochs=8, bs=32, lr=0.01, pretrained=False, finetune=False),
+                    tiny=dict(arch='test_resnet', size=32, item=None, epochs=1, bs=16, lr=0.01, pretrained=False, finetune=False), scale=scale)

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted(p.stem for p in (ROOT/'paddy_collab').glob('*.py') if not p.stem.startswith('_'))
 
 @pytest.fixture(scope='module')
-def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('s')/'paddy', n_per_class=3, n_test=5, seed=0)
+def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('s')/'paddy', n_per_class=3, n_test=5, size=(480, 640), seed=0)
 
 def test_synth_layout(paddy):
     assert sorted(p.name for p in (paddy/'train_images').iterdir()) == sorted(diseases) and len(diseases) == 10
@@ -32,7 +32,7 @@ def test_synth_images_decode(paddy):
             im.load()
 
 def test_synth_deterministic(paddy, tmp_path):
-    same, other = synth_paddy(tmp_path/'a', n_per_class=3, n_test=5, seed=0), synth_paddy(tmp_path/'b', n_per_class=3, n_test=5, seed=1)
+    same, other = synth_paddy(tmp_path/'a', n_per_class=3, n_test=5, size=(480, 640), seed=0), synth_paddy(tmp_path/'b', n_per_class=3, n_test=5, size=(480, 640), seed=1)
     files = sorted(p.relative_to(paddy) for p in paddy.rglob('*') if p.is_file())
     assert files == sorted(p.relative_to(same) for p in same.rglob('*') if p.is_file())
     for f in files: assert (paddy/f).read_bytes() == (same/f).read_bytes(), f
