@@ -9,17 +9,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from . import __version__
 from .core import *
+from .core import atomic_dir as core_atomic_dir
 
 # %% auto 0
-__all__ = ['MANIFEST', 'collab_models', 'UsageError', 'error_line', 'check_writable', 'atomic_dir', 'write_manifest',
-           'read_manifest', 'command', 'build_parser', 'paddy_ensembles', 'demo_steps']
+__all__ = ['MANIFEST', 'collab_models', 'UsageError', 'user_input', 'error_line', 'check_writable', 'atomic_dir',
+           'write_manifest', 'read_manifest', 'command', 'build_parser', 'paddy_ensembles', 'demo_steps']
 
 # %% ../nbs/ref/06_cli.ipynb
 class UsageError(Exception):
     "An error the user can fix: printed as one line, exit status 2."
 
-_user_errors = (UsageError, ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                PermissionError, LookupError)
+_user_errors = (UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+@contextlib.contextmanager
+def user_input():
+    "Inside the block, a `ValueError`/`KeyError` (a library's check of what the user gave) or a `KaggleError` is a `UsageError`."
+    from paddy_collab.kaggle import KaggleError
+    try: yield
+    except (ValueError, KeyError, KaggleError) as e: raise UsageError(error_line(e)) from e
 
 def error_line(e:BaseException)->str:
     "The one-line message for `e` (a `KeyError`'s own message, not its repr)."
@@ -53,22 +60,12 @@ def check_writable(path, # a file or folder to be created
 def atomic_dir(path, # the folder to create
                force:bool=False, # replace an existing `path`
               ):
-    "Yield a temporary folder beside `path`; it becomes `path` only if the block succeeds."
+    "core's `atomic_dir` (a temporary folder beside `path`, with mkdir's permissions, that becomes `path` only if the block succeeds), with the CLI's messages."
     path = Path(path)
     if path.exists() and not force: raise FileExistsError(f"{path} already exists; pass --force to replace it")
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
-    old = None
-    try:
-        yield tmp
-        if path.exists() or path.is_symlink():
-            old = tmp.with_suffix('.old')
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        for p in (tmp, old):
-            if p is not None and p.exists(): shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with core_atomic_dir(path, overwrite=True) as tmp: yield tmp
 
 # %% ../nbs/ref/06_cli.ipynb
 MANIFEST = 'paddy_collab.json'
@@ -209,7 +206,7 @@ def _synth(p):
     def job(a):
         from paddy_collab.synth import synth_paddy
         with atomic_dir(a.path, a.force) as tmp:
-            synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
+            with user_input(): synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
         print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
     return job
 
@@ -227,7 +224,8 @@ def _read_ratings(a)->tuple:
             raise UsageError(f"{f} is not a readable CSV ({error_line(e)}); expected one row per rating with columns "
                              f"{a.user_col}, {a.item_col}, {a.rating_col} (see --sep and the --*-col options)") from None
         src = str(f.resolve())
-    try: check_ratings(df, a.user_col, a.item_col, a.rating_col, tuple(a.y_range), source=a.ratings or 'MovieLens 100k')
+    try:
+        with user_input(): check_ratings(df, a.user_col, a.item_col, a.rating_col, tuple(a.y_range), source=a.ratings or 'MovieLens 100k')
     except TypeError as e: raise UsageError(error_line(e)) from None
     return df, src
 
@@ -359,11 +357,11 @@ def _recommend(p):
         learn, df, m = _load_collab(a.model)
         with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
             for u in a.user:
-                r = recommend(learn, u, df, a.n)
+                with user_input(): r = recommend(learn, u, df, a.n)
                 print(f"\ntop {a.n} for user {u} (predicted rating, among the items they have not rated):")
                 print(r.to_string(index=False, float_format='%.2f') if len(r) else f"(none: user {u} has rated every item)")
             for t in a.like:
-                r = nearest_items(learn, t, a.n)
+                with user_input(): r = nearest_items(learn, t, a.n)
                 print(f"\nnearest to {t!r} (cosine similarity of the item factors):")
                 print(r.to_string(index=False, float_format='%.3f'))
     return job
@@ -448,7 +446,7 @@ def _train_paddy(p):
         _progress()
         members = paddy_ensembles(size)[a.ensemble] if a.ensemble else [(arch, None, size, 1) for arch in a.arch]
         for arch in dict.fromkeys(m[0] for m in members):  # every name, before any training
-            check_arch(arch, a.pretrained)
+            with user_input(): check_arch(arch, a.pretrained)
             if a.pretrained: _pretrained_check(arch)
         out = Path(a.out)
         dests = [out/_slug(arch, item, sz) for arch, item, sz, _ in members]
@@ -533,41 +531,113 @@ def _submit_cmd(p):
     p.add_argument('-m', '--message', required=True, help='the submission\'s description on Kaggle')
     p.add_argument('--comp', default='paddy-disease-classification', help='the competition slug')
     p.add_argument('--dry-run', action='store_true', help='write and check the CSV, but do not send it')
+    p.add_argument('--wait', type=float, default=0, metavar='SECS', help='wait this long for the public score')
     def job(a):
-        from paddy_collab.kaggle import check_submission, submit, KaggleError
+        from paddy_collab.kaggle import check_submission, submit
         out = _predict(a)
-        check_submission(out, Path(a.data)/'sample_submission.csv')
+        with user_input(): check_submission(out, Path(a.data)/'sample_submission.csv')
         if a.dry_run: return print(f"checked {out} against {Path(a.data)/'sample_submission.csv'}; --dry-run: not submitted")
-        try: r = submit(out, a.comp, a.message, sample=Path(a.data)/'sample_submission.csv')
-        except KaggleError as e: raise UsageError(error_line(e)) from None
-        print(f"submitted {out} to {a.comp}: {r['message']}")
+        with user_input(): r = submit(out, a.comp, a.message, sample=Path(a.data)/'sample_submission.csv', wait=a.wait)
+        print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
     return job
 
 # %% ../nbs/ref/06_cli.ipynb
-@command('push-kernel', 'upload a project notebook, without outputs, as a Kaggle kernel',
-         'paddy_collab push-kernel nbs/07_ensemble.ipynb --comp paddy-disease-classification --gpu', force=False)
-def _push_kernel(p):
-    p.add_argument('notebook', help='the .ipynb file to push')
+def _kernel_opts(p):
     p.add_argument('--user', help='Kaggle user who owns the kernel (default: the signed-in user)')
-    p.add_argument('--title', help='kernel title (default: the notebook\'s "# Title")')
-    p.add_argument('--slug', help='kernel slug, the URL name (default: from the title)')
-    p.add_argument('--comp', default='paddy-disease-classification', help='competition whose data the kernel reads ("" for none)')
     p.add_argument('--dataset', action='append', default=[], metavar='OWNER/SLUG', help='a dataset to attach (repeatable)')
-    p.add_argument('--wheel-ds', metavar='OWNER/SLUG', help='dataset holding paddy_collab\'s wheel: attached, and installed by the first cell')
+    p.add_argument('--wheel-ds', metavar='[OWNER/]SLUG', help='the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)')
+    p.add_argument('--model', action='append', default=[], metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION', help='a Kaggle model to attach (repeatable)')
     p.add_argument('--public', action='store_true', help='make the kernel public (default: private)')
-    p.add_argument('--gpu', action='store_true', help='run it on a GPU')
-    p.add_argument('--internet', action=argparse.BooleanOptionalAction, default=True, help='allow internet in the kernel')
+    p.add_argument('--gpu', action=argparse.BooleanOptionalAction, default=None, help='run it on a GPU (default: on for --train)')
+    p.add_argument('--internet', action=argparse.BooleanOptionalAction, default=None, help='allow internet in the kernel (default: off for --train, on otherwise)')
+    p.add_argument('--wait', type=float, default=600, metavar='SECS', help='wait this long for your attached datasets to be ready before pushing')
     p.add_argument('--dry-run', metavar='DIR', help='write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing')
+
+@command('push-kernel', 'upload a project notebook, or (--train) the competition kernel, as a Kaggle kernel',
+         'paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights', force=False)
+def _push_kernel(p):
+    p.add_argument('notebook', nargs='?', help='the .ipynb file to push (or --train)')
+    p.add_argument('--train', action='store_true', help='the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv')
+    p.add_argument('--title', help='kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")')
+    p.add_argument('--slug', help='kernel slug, the URL name; must match the title (default: from the title)')
+    p.add_argument('--comp', default='paddy-disease-classification', help='competition whose data the kernel reads ("" for none)')
+    g = p.add_argument_group('--train: the parameters cell')
+    g.add_argument('--arch', action='append', help='a timm architecture (repeatable; default convnext_small.fb_in22k)')
+    g.add_argument('--ensemble', choices=['lesson'], help='the course\'s four models, two shapes each (instead of --arch)')
+    g.add_argument('--epochs', type=int, default=12); g.add_argument('--size', type=int, default=224); g.add_argument('--accum', type=int, default=1)
+    g.add_argument('--bs', type=int, default=64); g.add_argument('--n-tta', type=int, default=4)
+    g.add_argument('--weights-ds', metavar='[OWNER/]SLUG', help='the dataset of `push-weights`, for a kernel without internet')
+    g.add_argument('--submit', metavar='MESSAGE', help='submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)')
+    _kernel_opts(p)
     def job(a):
-        from paddy_collab.kaggle import push_notebook, kernel_files, KaggleError
-        kw = dict(slug=a.slug, title=a.title, comp=a.comp or None, datasets=a.dataset, wheel_ds=a.wheel_ds, private=not a.public, gpu=a.gpu, internet=a.internet)
-        try:
+        from paddy_collab import kaggle as pk
+        if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
+        kw = dict(datasets=a.dataset, wheel_ds=a.wheel_ds, models=a.model, private=not a.public)
+        if a.train:
+            kw.update(gpu=True if a.gpu is None else a.gpu, internet=bool(a.internet), weights_ds=a.weights_ds, title=a.title or 'Paddy Doctor ensemble',
+                      archs='lesson' if a.ensemble else a.arch or ['convnext_small.fb_in22k'], epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs,
+                      n_tta=a.n_tta, submit=bool(a.submit), message=a.submit or 'paddy_collab kernel')
+            if a.slug: raise UsageError("--slug: the competition kernel's slug comes from --title")
+        else: kw.update(gpu=bool(a.gpu), internet=a.internet is not False, slug=a.slug, title=a.title, comp=a.comp or None)
+        with user_input():
             if a.dry_run:
-                d = kernel_files(a.notebook, a.dry_run, a.user or 'your-kaggle-user', **kw)
-                return print(f"wrote {d/'kernel-metadata.json'} and {d/Path(a.notebook).name}; --dry-run: not pushed")
-            r = push_notebook(a.notebook, user=a.user, **kw)
-        except KaggleError as e: raise UsageError(error_line(e)) from None
-        print(f"pushed {a.notebook} as {r['ref']} (version {r['version']}): {r['url']}")
+                user = a.user or 'your-kaggle-user'
+                d = pk.train_kernel_files(a.dry_run, user, **kw) if a.train else pk.kernel_files(a.notebook, a.dry_run, user, **kw)
+                return print(f"wrote {d}/kernel-metadata.json and {json.loads((d/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
+            r = pk.push_train_kernel(user=a.user, wait=a.wait, **kw) if a.train else pk.push_notebook(a.notebook, user=a.user, wait=a.wait, **kw)
+        print(f"pushed {r['ref']} (version {r['version']}): {r['url']}\nnext: paddy_collab kernel-status {r['ref']} --wait 10800")
+    return job
+
+@command('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
+         'paddy_collab push-wheels', force=False)
+def _push_wheels(p):
+    p.add_argument('--user', help='owner (default: the signed-in user)')
+    p.add_argument('--slug', default='paddy-collab-wheels', help='dataset slug')
+    p.add_argument('--extra', action='append', default=[], metavar='REQ|WHEEL', help='another requirement or .whl to include (repeatable)')
+    p.add_argument('--find-links', metavar='DIR', help='take the dependencies\' wheels from DIR instead of PyPI')
+    p.add_argument('--public', action='store_true', help='make a new dataset public')
+    p.add_argument('--wait', type=float, default=600, metavar='SECS', help='wait this long for Kaggle to process it (0: do not wait)')
+    def job(a):
+        from paddy_collab.kaggle import push_wheel_dataset
+        with user_input(): r = push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait)
+        print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(r['wheels'])}\n{r['url']}")
+    return job
+
+@command('push-weights', 'push the cached pretrained weights of timm architectures as a dataset (for kernels without internet)',
+         'paddy_collab push-weights convnext_small.fb_in22k', force=False)
+def _push_weights(p):
+    p.add_argument('archs', nargs='+', metavar='ARCH', help='timm names whose weights this machine has cached')
+    p.add_argument('--user', help='owner (default: the signed-in user)')
+    p.add_argument('--slug', default='paddy-collab-weights', help='dataset slug')
+    p.add_argument('--public', action='store_true', help='make a new dataset public')
+    p.add_argument('--wait', type=float, default=600, metavar='SECS', help='wait this long for Kaggle to process it (0: do not wait)')
+    def job(a):
+        from paddy_collab.kaggle import push_weights_dataset
+        with user_input(): r = push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait)
+        print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(d['file'] for d in r['weights'].values())}\n{r['url']}")
+    return job
+
+@command('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
+         'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False)
+def _kernel_status(p):
+    p.add_argument('kernel', metavar='OWNER/SLUG')
+    p.add_argument('--wait', type=float, default=0, metavar='SECS', help='poll until it finishes, at most this long')
+    p.add_argument('--poll', type=float, default=30, metavar='SECS', help='seconds between two questions')
+    def job(a):
+        from paddy_collab.kaggle import kernel_status
+        with user_input(): print(f"{a.kernel}: {kernel_status(a.kernel, a.wait, a.poll)}")
+    return job
+
+@command('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
+         'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output')
+def _kernel_output(p):
+    p.add_argument('kernel', metavar='OWNER/SLUG')
+    p.add_argument('--out', default='kernel-output', help='folder to write (it appears whole)')
+    def job(a):
+        from paddy_collab.kaggle import kernel_output
+        with atomic_dir(a.out, a.force) as tmp, user_input(): r = kernel_output(a.kernel, tmp)
+        for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
+        if r['submission'] is None: print(f"(no submission.csv: see the log {Path(a.out)/r['log'].name if r['log'] else ''})")
     return job
 
 # %% ../nbs/ref/06_cli.ipynb

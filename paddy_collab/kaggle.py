@@ -354,10 +354,10 @@ def nb_title(nb:dict, # a notebook's JSON, as a `dict`
 
 def clean_nb(nb:dict, # a notebook's JSON, as a `dict` (left unchanged)
             )->dict:
-    "A copy of notebook `nb` (its JSON as a `dict`) without outputs, execution counts or cell metadata."
+    "A copy of notebook `nb` (its JSON as a `dict`) without outputs, execution counts or cell metadata (but tags: papermill's `parameters`)."
     nb = json.loads(json.dumps(nb))
     for c in nb.get('cells', []):
-        c['metadata'] = {}
+        c['metadata'] = {'tags': c['metadata']['tags']} if c.get('metadata', {}).get('tags') else {}
         if c.get('cell_type') == 'code': c['outputs'], c['execution_count'] = [], None
     nb['metadata'] = {k: v for k, v in nb.get('metadata', {}).items() if k in ('kernelspec', 'language_info')}
     return nb
@@ -385,7 +385,7 @@ if os.environ.get('KAGGLE_KERNEL_RUN_TYPE'):
 def install_cell(ds:str, # the dataset holding the wheels, 'owner/slug' (see `wheel_files`)
                 )->dict: # a code cell, as notebook JSON
     "A notebook cell that, on Kaggle only, installs paddy_collab and its missing dependencies offline from dataset `ds`, or stops naming what is missing."
-    return dict(cell_type='code', execution_count=None, metadata={}, outputs=[], source=_install_src.replace('__DS__', ds).replace('__SLUG__', ds.split('/')[-1]))
+    return dict(cell_type='code', id='paddy-collab-install', execution_count=None, metadata={}, outputs=[], source=_install_src.replace('__DS__', ds).replace('__SLUG__', ds.split('/')[-1]))
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def _ds_ref(ds:str, user:str)->str:
@@ -701,9 +701,9 @@ def train_notebook(archs=('convnext_small.fb_in22k',), # timm names, or 'lesson'
     vals = dict(ARCHS=repr(archs if archs == 'lesson' else list(archs)), EPOCHS=epochs, SIZE=repr(size), ACCUM=repr(accum), BS=bs, NTTA=n_tta,
                 MT=multi_target, PRE=pretrained, SUBMIT=submit, MESSAGE=repr(message))
     cells = []
-    for kind, s in _train_src:
+    for n, (kind, s) in enumerate(_train_src):
         for k, v in vals.items(): s = s.replace(f'__{k}__', str(v))
-        c = dict(cell_type=kind, metadata={}, source=s)
+        c = dict(cell_type=kind, id=f'paddy-train-{n}', metadata={}, source=s)
         if kind == 'code': c.update(execution_count=None, outputs=[])
         if s.startswith('# parameters'): c['metadata'] = dict(tags=['parameters'])  # papermill's convention
         cells.append(c)
