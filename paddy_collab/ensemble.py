@@ -132,7 +132,9 @@ def _slug(arch, item, size)->str:
 def train_ensemble(path, # the competition folder
                    models:dict=models, # {arch: [(item transform, size), ...]}
                    preds_dir=None, # save each member's `PredSet` here, and reuse those already saved
-                   **kwargs, # passed to `train` (accum, epochs, multi_target, seed, ...)
+                   seed:int=42, # seed of the split and the training run
+                   vary_seed:bool=False, # member `i` uses `seed+i`: a different validation split each, as the course's final ensemble
+                   **kwargs, # passed to `train` (accum, epochs, multi_target, ...)
                   )->list: # one `PredSet` per (arch, item, size), in `models`' order
     "Train every (architecture, item transform, size) of `models` on `path` and return their TTA `PredSet`s."
     for arch in models: check_arch(arch, kwargs.get('pretrained', True))  # all names before hours of training
@@ -141,7 +143,7 @@ def train_ensemble(path, # the competition folder
         for item, size in details:
             fn = Path(preds_dir)/f"{_slug(arch, item, size)}.npz" if preds_dir else None
             if fn is not None and fn.exists(): res.append(load_preds(fn)); continue
-            p = train(arch, size, item=item, path=path, **kwargs)
+            p = train(arch, size, item=item, path=path, seed=seed + len(res)*vary_seed, **kwargs)
             if fn is not None and rank_distrib() == 0: save_preds(p, fn)  # under `accelerate launch` only the main process writes
             res.append(p)
             gc.collect()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_paddy_data.ipynb 2
 from __future__ import annotations
-import os, hashlib, functools
+import os, sys, hashlib, functools
 from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
@@ -53,7 +53,7 @@ def lesson_path(scale:str|None=None, # default `paddy_scale()`
     if scale == 'full':
         from .kaggle import paddy_path  # the Kaggle plumbing, needed only for the full run
         return paddy_path()
-    return cached_synth(**({} if scale == 'cpu' else tiny_synth))
+    return cached_synth(solution=True, **({} if scale == 'cpu' else tiny_synth))  # `solution.csv`: the test labels, to score submissions
 
 # %% ../nbs/02_paddy_data.ipynb
 paddy_cols = ['image_id', 'label', 'variety', 'age']
@@ -104,6 +104,7 @@ def _read_train_csv(csv:Path)->pd.DataFrame:
 def check_paddy(path, # the competition folder: `train.csv`, `train_images/`, `test_images/`
                 decode:bool=True, # decode every image to find corrupt or truncated files (about 3 ms a 480x640 JPEG); False only opens their headers
                 test:bool=True, # also check `test_images/`
+                bad_images:str='skip', # unreadable training images: 'skip' them, printing one line each, or 'raise' an error
                )->PaddyReport:
     "Check a Paddy Doctor folder; raise an error naming the file, column or value at fault, else report what is there."
     path = Path(path)
@@ -136,7 +137,11 @@ def check_paddy(path, # the competition folder: `train.csv`, `train_images/`, `t
         r = wrong.iloc[0]
         raise ValueError(f"{len(wrong)} label(s) in {csv} disagree with the image's folder, e.g. {r.image_id}: label {r.label!r} "
                          f"but it is in {by_name[r.image_id].parent}; all: {_few(wrong.image_id)}")
+    if bad_images not in ('skip', 'raise'): raise ValueError(f"bad_images must be 'skip' or 'raise', got {bad_images!r}")
     skipped = [(f, why) for f in files if (why := _unreadable(f, decode))]
+    if skipped and bad_images == 'raise':
+        raise ValueError(f"{len(skipped)} unreadable training image(s): {_few(f'{f} ({why})' for f,why in skipped)}; replace or remove them, or pass bad_images='skip'")
+    for f, why in skipped: print(f"check_paddy: skipping unreadable training image {f} ({why})", file=sys.stderr)
     bad = {f for f,_ in skipped}
     tst_files = L()
     if test: 
@@ -198,7 +203,7 @@ def paddy_block(report:PaddyReport, # from `check_paddy`: the vocabularies
 
 # %% ../nbs/02_paddy_data.ipynb
 _reports = {}
-def _cached_check(path:Path)->PaddyReport:
+def _cached_check(path:Path, bad_images:str='skip')->PaddyReport:
     "`check_paddy(path, test=False)`, cached until a file under `path` changes (decoding 10,000 photos for every model of an ensemble takes long)."
     stats = []
     for root, ds, fs in os.walk(path/'train_images'):
@@ -206,8 +211,8 @@ def _cached_check(path:Path)->PaddyReport:
         for f in sorted(fs):
             s = os.stat(os.path.join(root, f)); stats.append(f"{root}/{f}:{s.st_size}:{s.st_mtime_ns}")
     s = os.stat(path/'train.csv') if (path/'train.csv').exists() else None
-    key = (str(path.resolve()), s and (s.st_size, s.st_mtime_ns), hashlib.md5('\n'.join(stats).encode()).hexdigest())
-    if key not in _reports: _reports[key] = check_paddy(path, test=False)
+    key = (str(path.resolve()), bad_images, s and (s.st_size, s.st_mtime_ns), hashlib.md5('\n'.join(stats).encode()).hexdigest())
+    if key not in _reports: _reports[key] = check_paddy(path, test=False, bad_images=bad_images)
     return _reports[key]
 
 # %% ../nbs/02_paddy_data.ipynb
@@ -221,17 +226,23 @@ def paddy_dls(path, # the competition folder (real or synthetic)
               num_workers:int=0, # DataLoader worker processes
               min_scale:float=0.75, # smallest crop `aug_transforms` takes
               check=True, # True: `check_paddy` first (cached); a `PaddyReport` to reuse; False: trust the folder
+              bad_images:str='skip', # unreadable training images: 'skip' (one line each) or 'raise', as in `check_paddy`
               **kwargs, # passed to `DataBlock.dataloaders` (e.g. `device`, `batch_tfms` goes to `paddy_block`)
              )->DataLoaders:
     "`DataLoaders` over the training images of competition folder `path`, with the same validation split for the same `seed`."
     path = Path(path)
     if isinstance(check, PaddyReport): report = check
-    elif check: report = _cached_check(path)
+    elif check: report = _cached_check(path, bad_images)
     else:
         df = _read_train_csv(path/'train.csv')
         report = PaddyReport(path, get_image_files(path/'train_images').sorted(), L(), sorted(df.label.unique()), sorted(df.variety.unique()))
     db = paddy_block(report, multi_target=multi_target, size=size, item_tfms=item_tfms, seed=seed, valid_pct=valid_pct,
                      min_scale=min_scale, batch_tfms=kwargs.pop('batch_tfms', None))
+    n_train = len(report.train_files) - int(valid_pct*len(report.train_files))  # as `RandomSplitter` splits
+    if n_train < 1: raise ValueError(f"{path} has {len(report.train_files)} readable training image(s): too few to hold out {valid_pct:.0%} and train on the rest")
+    if n_train < bs:  # fastai drops the last partial training batch: there would be no batch at all, and `nan` losses
+        print(f"paddy_dls: only {n_train} training images, fewer than bs={bs}: using batches of {n_train}", file=sys.stderr)
+        bs = n_train
     dls = db.dataloaders(report.train_files, bs=bs, num_workers=num_workers, **kwargs)
     dls.report = report
     return dls

@@ -57,7 +57,7 @@ def test_export_and_load_in_fresh_process(learn, paddy, tmp_path):
     assert out['labels'][0] in out['vocab'][0] and out['labels'][1] in out['vocab'][1]
     assert out['sums'] == pytest.approx([1, 1], abs=1e-5)
     assert out['n_out'] == [10, 10] and out['weights'] == [1, 0.5]
-    assert out['sr_file'].endswith('multitarget.py'), f"show_results for two targets resolves to {out['sr_file']}"
+    assert out['sr_file'].endswith('heads.py'), f"show_results for two targets resolves to {out['sr_file']}"
 
 def test_show_results_registration_order():
     "Ours must win over fastai's generic image `show_results` whatever is imported first."
@@ -65,7 +65,7 @@ def test_show_results_registration_order():
             "print(show_results.resolve_method((TensorImage(torch.zeros(1)), (1, 2), [], []))[0].__code__.co_filename)")
     res = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip().endswith('multitarget.py'), res.stdout
+    assert res.stdout.strip().endswith('heads.py'), res.stdout
 
 def test_per_head_predictions(learn, paddy):
     (pd, pv), (td, tv), (dd, dv), losses = learn.get_preds(with_decoded=True, with_loss=True)
