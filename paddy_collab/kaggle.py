@@ -449,9 +449,10 @@ def wait_dataset(ref:str, # 'owner/slug'
         with _kaggle_op(f"Checking dataset {ref!r}", api): st = str(_call(api, api.dataset_status, ref)).lower()
         if st == 'ready': return st
         if st in ('failed', 'deleted'): raise KaggleError(f"Dataset {ref!r} is {st} on Kaggle: push it again (nothing was pushed that uses it)")
-        if time.time() - t0 + poll > timeout: raise KaggleError(f"Dataset {ref!r} is still processing on Kaggle ({st}) after {timeout:g} s: "
-                                                                 "try again in a few minutes (nothing was pushed that uses it)")
-        time.sleep(poll)
+        left = timeout - (time.time() - t0)
+        if left <= 0: raise KaggleError(f"Dataset {ref!r} is still processing on Kaggle ({st}) after {timeout:g} s: "
+                                        "try again in a few minutes (nothing was pushed that uses it)")
+        time.sleep(min(poll, left))
 
 def _push_dataset(d:Path, ref:str, title:str, public:bool, notes:str, license_name:str, wait:float, api)->dict:
     "Push folder `d` as dataset `ref` (new, or a new version) and wait for it to be ready."
@@ -466,7 +467,7 @@ def _push_dataset(d:Path, ref:str, title:str, public:bool, notes:str, license_na
         if created: r = _call(api, api.dataset_create_new, str(d), public=public, quiet=True, dir_mode='skip')
         else: r = _call(api, api.dataset_create_version, str(d), notes, quiet=True, dir_mode='skip')
     if getattr(r, 'error', None): raise KaggleError(f"Pushing dataset {ref!r} failed: Kaggle said {r.error}")
-    if wait: wait_dataset(ref, wait, poll=min(10., wait/10), api=api)
+    if wait: wait_dataset(ref, wait, api=api)
     return dict(ref=ref, url=r.url, created=created)
 
 def _ds_args(user, slug, title, api):
@@ -542,7 +543,8 @@ def _wheel_requires(whl)->list:
     "The requirements in wheel `whl`'s metadata that apply on this platform, without extras (`packaging` `Requirement`s)."
     from packaging.requirements import Requirement
     with zipfile.ZipFile(whl) as z:
-        lines = z.read(next(n for n in z.namelist() if n.endswith('.dist-info/METADATA'))).decode().splitlines()
+        meta = [n for n in z.namelist() if n.endswith('.dist-info/METADATA')]
+        lines = z.read(meta[0]).decode().splitlines() if meta else []
     reqs = [Requirement(l.split(':', 1)[1].strip()) for l in lines if l.startswith('Requires-Dist:')]
     return [r for r in reqs if r.marker is None or r.marker.evaluate({'extra': ''})]
 
@@ -567,8 +569,8 @@ def wheel_files(dest, # the dataset folder to fill
     "Fill `dest` with paddy_collab's wheel, the wheels of every dependency `image` lacks or may have outside our pins, and `wheels.json`."
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
     whl = build_wheel(dest, root)
-    have, todo, carried = {_canon(n) for n in image}, list(_wheel_requires(whl)), {}
-    todo += [Path(x) if str(x).endswith('.whl') else x for x in extra_wheels]
+    have, carried = {_canon(n) for n in image}, {}
+    todo = [Path(x) if str(x).endswith('.whl') else x for x in extra_wheels] + _wheel_requires(whl)  # wheels given first: they win
     while todo:
         r = todo.pop(0)
         if isinstance(r, Path):  # a wheel file we were given
@@ -801,8 +803,9 @@ def submission_score(comp:str, ref:int, wait:float=0., poll:float=10., api=None)
         if s is None: raise KaggleError(f"Submission {ref} is not among {comp!r}'s submissions")
         st = s.status.name.lower()
         if st == 'error': raise KaggleError(f"Kaggle could not score submission {ref} to {comp!r}: {s.error_description or 'no reason given'}")
-        if st == 'complete' or time.time() - t0 + poll > wait: return dict(status=st, score=s.public_score or None)
-        time.sleep(poll)
+        left = wait - (time.time() - t0)
+        if st == 'complete' or left <= 0: return dict(status=st, score=s.public_score or None)
+        time.sleep(min(poll, left))
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def kernel_output(ref:str, # the kernel, 'owner/slug'
@@ -835,5 +838,6 @@ def kernel_status(ref:str, # the kernel, 'owner/slug'
                 try: log = kernel_output(ref, t, api)['log']; tail = log.read_text()[-1500:] if log else ''
                 except KaggleError as e: tail = f'(no log: {e})'
             raise KaggleError(f"Kernel {ref!r} failed: {r.failure_message or 'no message'}" + (f"\n--- end of its log ---\n{tail}" if tail else ''))
-        if st in ('complete', 'cancel_acknowledged') or time.time() - t0 + poll > wait: return st
-        time.sleep(poll)
+        left = wait - (time.time() - t0)
+        if st in ('complete', 'cancel_acknowledged') or left <= 0: return st
+        time.sleep(min(poll, left))

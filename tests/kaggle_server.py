@@ -184,7 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._record('blob' if path.startswith('/blobs/') else 'output' if path.startswith('/outputs/') else 'get')
         if path.startswith('/outputs/'):
             ref, _, name = path[len('/outputs/'):].rpartition('/')
-            k = self.server.standin.runs.get(ref)
+            k, f = self.server.standin.runs.get(ref), self.server.standin._take_fault('output')
+            if f is not None: return self._close() if f == 'close' else self._error(int(f))
             if k is None or name not in k['files']: return self._error(404)
             return self._send(200, k['files'][name], ctype='application/octet-stream')
         if not path.startswith('/blobs/'): return self._error(404)
