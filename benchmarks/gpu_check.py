@@ -25,13 +25,15 @@ nbdev, ... and no registry: `make gpu-wheels` downloads the missing wheels into 
 into a temporary folder put on `sys.path`. The working tree's `paddy_collab` is imported, not the wheel's copy.
 
 The lead's one prepared command (device `run` tool, <= 8 minutes; first, here: `make gpu-wheels` and
-`mkdir -p data && cp -r ../shared/data/ml-100k data/`, both git-ignored):
+`mkdir -p data/ml-100k && cp ../shared/data/ml-100k/u.data ../shared/data/ml-100k/u.item data/ml-100k/`, both
+git-ignored; together about 58 MB of the 64 MiB a run may carry):
 
     run(command="python3 benchmarks/gpu_check.py --out $OUT 2>&1 | tail -c 11000",
         carry=[".whl", "data/ml-100k"], timeout_s=540)
 
-then copy the returned `report.json`/`report.md` into `benchmarks/gpu/` and commit them. Options: `--budget` (seconds
-before the remaining sections are skipped, default 450), `--sections` (a subset), `--ml100k DIR`.
+then copy the returned `report.json`/`report.md` into `benchmarks/gpu/` and commit them. The report is rewritten
+after every section, so a run cut short still returns what it measured. Options: `--budget` (seconds after which
+the remaining sections are skipped, default 420), `--sections` (a subset), `--ml100k DIR`.
 """
 from __future__ import annotations
 import argparse, contextlib, glob, importlib.metadata as md, json, math, os, platform, re, shutil, subprocess, sys
@@ -189,7 +191,7 @@ def sec_train(cfg, state)->dict:
                      peak_gib=peak_gib(), train_loss_first=round(losses[0], 4), train_loss_last=round(losses[-1], 4),
                      valid_loss=[round(v[1], 4) for v in vals], valid_error=[round(v[2], 4) for v in vals],
                      finite=all(map(math.isfinite, losses)) and all(math.isfinite(v[1]) for v in vals), tta_test_error=_test_error(ps, path))
-            r['loss_falls'] = r['finite'] and r['train_loss_last'] < 0.9*r['train_loss_first']
+            r['loss_falls'] = r['finite'] and r['train_loss_last'] < r['train_loss_first']
             runs.append(r); members.append(ps)
             print(f"  train {arch} {r['precision']}: {c.wall:.1f}s, loss {r['train_loss_first']:.3f} -> {r['train_loss_last']:.3f}, "
                   f"valid error {r['valid_error'][-1]:.3f}, TTA test error {r['tta_test_error']:.3f}, peak {r['peak_gib']} GiB", flush=True)
@@ -200,7 +202,7 @@ def sec_train(cfg, state)->dict:
     res = dict(data=dict(path_images=sum(1 for _ in (path/'train_images').rglob('*.jpg')), image_size=list(cfg['synth']['size']),
                          synth_s=state.get('synth_s')), runs=runs, ensemble=ens, chance_error=chance)
     bad = [f"{r['arch']} {r['precision']}" for r in runs if not r['loss_falls']]
-    check(not bad, f"loss did not fall by 10% (or is not finite) for {bad}")
+    check(not bad, f"loss did not fall (or is not finite) for {bad}")
     return res
 
 def sec_accum(cfg, state)->dict:
@@ -483,7 +485,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', help='report folder (default benchmarks/gpu, or outputs/gpu_check_dry for a dry run)')
     p.add_argument('--dry', action='store_true', default=os.environ.get('GPU_CHECK_DRY', '') not in ('', '0'), help='tiny sizes on the CPU ($GPU_CHECK_DRY=1)')
-    p.add_argument('--budget', type=float, help='seconds after which the remaining sections are skipped (default 450; dry run 170)')
+    p.add_argument('--budget', type=float, help='seconds after which the remaining sections are skipped (default 420; dry run 900)')
     p.add_argument('--sections', default=','.join(SECTIONS), help=f'comma-separated subset of {",".join(SECTIONS)}')
     p.add_argument('--ml100k', help='the grouplens ml-100k folder (default $ML100K_SRC, data/ml-100k, ../shared/data/ml-100k)')
     p.add_argument('--wheels', default=str(ROOT/'.whl'), help='wheels to install where missing (make gpu-wheels)')
@@ -506,7 +508,7 @@ def main(argv=None)->int:
     if args.dry: torch.set_num_threads(min(2, os.cpu_count() or 1))
     cfg = config(args.dry)
     out = Path(args.out or (ROOT/'outputs'/'gpu_check_dry' if args.dry else ROOT/'benchmarks'/'gpu'))
-    budget = args.budget or (170 if args.dry else 450)
+    budget = args.budget or (900 if args.dry else 420)  # the dry run checks every section: it skips none unless very slow
     cmd = ' '.join(['GPU_CHECK_DRY=1' if args.dry and os.environ.get('GPU_CHECK_DRY') else '', 'python', 'benchmarks/gpu_check.py', *(argv if argv is not None else sys.argv[1:])]).strip()
     rep = dict(meta=dict(dry=args.dry, command=cmd, started=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()), budget_s=budget,
                          load_start=loadavg(), config={k: v for k, v in cfg.items()}))
@@ -516,16 +518,17 @@ def main(argv=None)->int:
     try:
         for s in SECTIONS:
             if s not in want: continue
-            if time.monotonic() > state['deadline'] and s != 'env': rep[s] = dict(status='skipped', secs=0, error='time budget spent'); continue
-            print(f'gpu-check: {s} ...', flush=True)
             t = time.perf_counter()
-            _FAILS.clear()
-            try:
-                res = FUNCS[s](cfg, state)
-                status, err = ('failed', 'check failed: ' + '; '.join(_FAILS)) if _FAILS else ('ok', None)
-            except Exception as e: res, status, err = {}, 'failed', ''.join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
+            if time.monotonic() > state['deadline'] and s != 'env': res, status, err = {}, 'skipped', f'time budget of {budget:g}s spent'
+            else:
+                print(f'gpu-check: {s} ...', flush=True)
+                _FAILS.clear()
+                try:
+                    res = FUNCS[s](cfg, state)
+                    status, err = ('failed', 'check failed: ' + '; '.join(_FAILS)) if _FAILS else ('ok', None)
+                except Exception as e: res, status, err = {}, 'failed', ''.join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
             rep[s] = dict(status=status, secs=round(time.perf_counter()-t, 1), **({} if err is None else dict(error=err)), **res)
-            if status != 'ok': failed.append(s); print(f'gpu-check: {s} FAILED: {err[-600:]}', flush=True)
+            if status != 'ok': failed.append(f'{s} ({status})'); print(f'gpu-check: {s} {status.upper()}: {err[-600:]}', flush=True)
             rep['meta'].update(wall_s=round(time.perf_counter()-t0, 1), cpu_s=round(cpu_s()-c0, 1), load_end=loadavg())
             write_report(rep, out)
     finally: shutil.rmtree(work, ignore_errors=True)
