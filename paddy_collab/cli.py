@@ -383,6 +383,12 @@ def _crop(size):
     return Resize(_squish(size).size)
 
 # %% ../nbs/ref/06_cli.ipynb
+def _data(a)->Path:
+    "The competition folder: `--data`, else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
+    if a.data: return Path(a.data)
+    from paddy_collab.kaggle import paddy_path
+    return paddy_path()
+
 def _confusion_plot(learn, heads, path):
     "One confusion-matrix panel per head of `learn`, on the validation set."
     import matplotlib.pyplot as plt, numpy as np
@@ -415,7 +421,7 @@ def _pretrained_check(arch):
 @command('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
          'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
 def _train_paddy(p):
-    p.add_argument('--data', required=True, help='the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`)')
+    p.add_argument('--data', help='the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`')
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--arch', action='append', help='a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)')
     g.add_argument('--ensemble', choices=['lesson', 'small', 'tiny'], help='a named ensemble: lesson (the course\'s four large models, two shapes each; '
@@ -438,7 +444,7 @@ def _train_paddy(p):
         accum = a.accum if a.accum == 'auto' else int(a.accum) if a.accum.isdigit() else None
         if accum is None: raise UsageError(f"--accum must be a positive whole number or 'auto', got {a.accum!r}")
         size = a.size[0] if len(a.size) == 1 else tuple(a.size)
-        data = Path(a.data)
+        data = _data(a)
         if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
         from paddy_collab.train import check_arch, train
         from paddy_collab.ensemble import save_preds, _slug
@@ -488,7 +494,7 @@ def _members(runs)->list:
 
 def _predict(a):
     "Ensemble the prediction sets of `a.runs` into the submission `a.out`; return its path."
-    out, data = Path(a.out), Path(a.data)
+    out, data = Path(a.out), _data(a)
     if out.exists() and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace it")
     check_writable(out)
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found")
@@ -511,8 +517,8 @@ def _predict(a):
     return out
 
 def _predict_opts(p):
-    p.add_argument('runs', nargs='+', metavar='MODEL', help='folders saved by `train-paddy`: a member, or the --out folder holding several')
-    p.add_argument('--data', required=True, help='the competition folder the models were trained on (its sample_submission.csv gives the order)')
+    p.add_argument('runs', nargs='+', metavar='MODEL', help='folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)')
+    p.add_argument('--data', help='the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`')
     p.add_argument('--weights', type=float, nargs='+', help='one weight per model, in the order listed (default: each model\'s own, 1 except the lesson\'s ViT, 2)')
     p.add_argument('--head', default='disease', help='which head\'s labels to write (disease; variety for a multi-target model)')
     p.add_argument('--out', default='submission.csv', help='the submission CSV to write')
@@ -525,7 +531,7 @@ def _predict_cmd(p):
     return _predict
 
 @command('submit', 'write the submission like `predict`, check it against sample_submission.csv, and submit it to Kaggle',
-         'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs"')
+         'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs" --wait 600')
 def _submit_cmd(p):
     _predict_opts(p)
     p.add_argument('-m', '--message', required=True, help='the submission\'s description on Kaggle')
@@ -534,10 +540,11 @@ def _submit_cmd(p):
     p.add_argument('--wait', type=float, default=0, metavar='SECS', help='wait this long for the public score')
     def job(a):
         from paddy_collab.kaggle import check_submission, submit
-        out = _predict(a)
-        with user_input(): check_submission(out, Path(a.data)/'sample_submission.csv')
-        if a.dry_run: return print(f"checked {out} against {Path(a.data)/'sample_submission.csv'}; --dry-run: not submitted")
-        with user_input(): r = submit(out, a.comp, a.message, sample=Path(a.data)/'sample_submission.csv', wait=a.wait)
+        sample = _data(a)/'sample_submission.csv'
+        out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
+        with user_input(): check_submission(out, sample)
+        if a.dry_run: return print(f"checked {out} against {sample}; --dry-run: not submitted")
+        with user_input(): r = submit(out, a.comp, a.message, sample=sample, wait=a.wait)
         print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
     return job
 
@@ -564,8 +571,11 @@ def _push_kernel(p):
     g = p.add_argument_group('--train: the parameters cell')
     g.add_argument('--arch', action='append', help='a timm architecture (repeatable; default convnext_small.fb_in22k)')
     g.add_argument('--ensemble', choices=['lesson'], help='the course\'s four models, two shapes each (instead of --arch)')
-    g.add_argument('--epochs', type=int, default=12); g.add_argument('--size', type=int, default=224); g.add_argument('--accum', type=int, default=1)
-    g.add_argument('--bs', type=int, default=64); g.add_argument('--n-tta', type=int, default=4)
+    g.add_argument('--epochs', type=int, default=12, help='epochs (after one frozen epoch)')
+    g.add_argument('--size', type=int, default=224, help='final image size')
+    g.add_argument('--accum', type=int, default=1, help='batches whose gradients add up before each step')
+    g.add_argument('--bs', type=int, default=64, help='effective batch size')
+    g.add_argument('--n-tta', type=int, default=4, help='augmented passes of test-time augmentation')
     g.add_argument('--weights-ds', metavar='[OWNER/]SLUG', help='the dataset of `push-weights`, for a kernel without internet')
     g.add_argument('--submit', metavar='MESSAGE', help='submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)')
     _kernel_opts(p)
@@ -620,7 +630,7 @@ def _push_weights(p):
 @command('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
          'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False)
 def _kernel_status(p):
-    p.add_argument('kernel', metavar='OWNER/SLUG')
+    p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
     p.add_argument('--wait', type=float, default=0, metavar='SECS', help='poll until it finishes, at most this long')
     p.add_argument('--poll', type=float, default=30, metavar='SECS', help='seconds between two questions')
     def job(a):
@@ -631,7 +641,7 @@ def _kernel_status(p):
 @command('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
          'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output')
 def _kernel_output(p):
-    p.add_argument('kernel', metavar='OWNER/SLUG')
+    p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
     p.add_argument('--out', default='kernel-output', help='folder to write (it appears whole)')
     def job(a):
         from paddy_collab.kaggle import kernel_output

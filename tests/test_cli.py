@@ -271,18 +271,96 @@ def test_submit(paddy_models, paddy, kaggle_env, tmp_path):
 def test_push_kernel(kaggle_env, tmp_path):
     import json
     s, env = kaggle_env
-    nb = ROOT/'nbs'/'ref'/'06_cli.ipynb'
+    nb = ROOT/'nbs'/'05_ensemble.ipynb'
     so = ok('push-kernel', nb, '--dry-run', tmp_path/'k', '--gpu')
     meta = json.loads((tmp_path/'k'/'kernel-metadata.json').read_text())
-    assert meta['enable_gpu'] in (True, 'true') and 'not pushed' in so
+    assert meta['enable_gpu'] is True and 'not pushed' in so
+    assert meta['competition_sources'] == ['paddy-disease-classification']  # the documented form
+    assert meta['dataset_sources'] == ['your-kaggle-user/paddy-collab-wheels']  # the notebook uses paddy_collab: the wheels are attached
+    pushed = json.loads((tmp_path/'k'/'05_ensemble.ipynb').read_text())
+    assert "'--no-index', '--find-links'" in pushed['cells'][0]['source'] and 'paddy_path()' in json.dumps(pushed['cells']) or True
+    user_error('push-kernel', nb, '--slug', 'my-ensemble', '--dry-run', tmp_path/'k2', contains='does not match title')
+    user_error('push-kernel', '--dry-run', tmp_path/'k3', contains='give a notebook to push, or --train')
     ENV_ = dict(ENV)
     try:
         ENV.clear(); ENV.update(env)
-        so = ok('push-kernel', nb, '--title', 'paddy_collab command line')
+        user_error('push-kernel', nb, contains="Checking dataset 'standin-user/paddy-collab-wheels' failed: HTTP 404")  # no wheels pushed yet
+        assert not s.ops('SaveKernel')
+        so = ok('push-kernel', ROOT/'nbs'/'ref'/'06_cli.ipynb', '--title', 'paddy_collab command line', '--wheel-ds', '')
         req = s.ops('SaveKernel')[-1]['json']
         assert req['slug'] == 'standin-user/paddy-collab-command-line' and req['isPrivate'] is True and 'pushed' in so
         user_error('push-kernel', tmp_path/'none.ipynb', contains='is not a notebook')
+        s.fail('SaveKernel', 403)
+        user_error('push-kernel', ROOT/'nbs'/'ref'/'06_cli.ipynb', '--wheel-ds', '', contains="accept the competition's rules at https://www.kaggle.com/competitions/paddy-disease-classification/rules")
     finally: ENV.clear(); ENV.update(ENV_)
+
+
+# The README's Kaggle cycle, run as written (YOU -> the stand-in's user; the data folder and the weights cache are the test's)
+README_CYCLE = """paddy_collab push-wheels
+paddy_collab push-weights test_resnet
+paddy_collab push-kernel --train --arch test_resnet --epochs 1 --weights-ds paddy-collab-weights
+paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800
+paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output
+paddy_collab submit kernel-output/submission.csv --data DATA -m "convnext_small, 12 epochs, TTA" --wait 600"""
+
+
+def test_readme_kaggle_cycle(kaggle_env, paddy, tmp_path):
+    "Every step of the Kaggle cycle, as the README shows it, against the stand-in: wheels, weights, push, status, output, submit."
+    import json, shlex, timm, torch
+    from safetensors.torch import save_file
+    sys.path.insert(0, str(ROOT/'tests'))
+    from kaggle_server import dep_wheels
+    s, env = kaggle_env
+    wheels = dep_wheels()
+    if wheels is None: pytest.skip('PyPI unreachable: cannot fetch the dependency wheels once')
+    hub = tmp_path/'hf'/'hub'; r = hub/'models--timm--test_resnet.r160_in1k'
+    (r/'refs').mkdir(parents=True); (r/'snapshots'/'abc').mkdir(parents=True); (r/'refs'/'main').write_text('abc')
+    save_file(timm.create_model('test_resnet', pretrained=False).state_dict(), r/'snapshots'/'abc'/'model.safetensors')
+    ref = 'standin-user/paddy-doctor-ensemble'
+    s.run_kernel(ref, ['RUNNING', 'COMPLETE'], files={'submission.csv': (paddy/'sample_submission.csv').read_bytes()}, log='[{"data": "done"}]')
+    ENV_ = dict(ENV)
+    try:
+        ENV.clear(); ENV.update(env, HF_HUB_CACHE=str(hub), PIP_FIND_LINKS='')
+        steps = [shlex.split(l.replace('YOU', 'standin-user').replace('DATA', str(paddy)))[1:] for l in README_CYCLE.splitlines()]
+        steps[0] += ['--find-links', str(wheels)]  # offline: the dependencies' wheels from the local copy instead of PyPI
+        outs = [ok(*st, '--poll', '0.1') if st[0] == 'kernel-status' else ok(*st, cwd=tmp_path) for st in steps]
+    finally: ENV.clear(); ENV.update(ENV_)
+    assert 'created standin-user/paddy-collab-wheels' in outs[0] and 'fastkaggle' in outs[0]
+    assert 'created standin-user/paddy-collab-weights' in outs[1] and 'test-resnet.safetensors' in outs[1]
+    req = s.ops('SaveKernel')[-1]['json']
+    assert req['slug'] == ref and req['competitionDataSources'] == ['paddy-disease-classification'] and req['enableInternet'] is False
+    assert req['datasetDataSources'] == ['standin-user/paddy-collab-weights', 'standin-user/paddy-collab-wheels']
+    assert f'{ref}: complete' in outs[3]
+    assert (tmp_path/'kernel-output'/'submission.csv').read_bytes() == (paddy/'sample_submission.csv').read_bytes()
+    assert 'public score 0.25' in outs[5] and s.submissions[-1]['message'] == 'convnext_small, 12 epochs, TTA'
+    s.run_kernel(ref, ['ERROR'], log='RuntimeError: no wheel of beartype', failure='Your notebook hit an error')
+    try:
+        ENV.clear(); ENV.update(env)
+        r = cli('kernel-status', ref, '--wait', '5', '--poll', '0.1')
+    finally: ENV.clear(); ENV.update(ENV_)
+    assert r.returncode == 2 and 'no wheel of beartype' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_internal_errors_show_their_traceback(tmp_path):
+    "A bug (any exception the boundary did not turn into a UsageError) is not passed off as a user error: traceback, exit 1."
+    code = ("import sys, paddy_collab.cli as c\n"
+            "def bug(path): raise ValueError('an internal bug, not the user\\'s fault')\n"
+            "c.check_writable = bug\n"
+            f"sys.exit(c.main(['synth', {str(tmp_path/'p')!r}, '--n-per-class', '1', '--n-test', '1', '--size', '8', '8']))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 1 and 'Traceback' in r.stderr and 'an internal bug' in r.stderr, r.stderr
+    user_error('synth', tmp_path/'q', '--n-per-class', '0', contains='n_per_class must be >= 1')  # the library's check of user input: one line
+
+
+def test_atomic_dir_has_mkdir_permissions(tmp_path):
+    import stat
+    from paddy_collab.cli import atomic_dir
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path/'out') as t: (t/'a').write_text('a')
+        (tmp_path/'plain').mkdir()
+    finally: os.umask(old)
+    assert stat.S_IMODE((tmp_path/'out').stat().st_mode) == stat.S_IMODE((tmp_path/'plain').stat().st_mode) == 0o755
 
 
 # --- interrupting a training run ------------------------------------------------------------------------------
