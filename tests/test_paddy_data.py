@@ -145,3 +145,21 @@ def test_import_time():
     subprocess.run([sys.executable, '-c', 'import paddy_collab.paddy_data'], check=True)
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f'import paddy_collab.paddy_data: {time.time()-t:.1f}s wall, {c1.ru_utime+c1.ru_stime-c0.ru_utime-c0.ru_stime:.1f}s CPU')
+
+def test_skipped_image_gets_a_line_or_fails(paddy, capsys):
+    "Each unreadable training image is named on stderr; `bad_images='raise'` fails instead (issue 15)."
+    bad = paddy
+    fn = sorted((bad/'train_images').glob('*/*.jpg'))[0]
+    fn.write_bytes(fn.read_bytes()[:200])
+    r = check_paddy(bad)
+    assert f"skipping unreadable training image {fn}" in capsys.readouterr().err and len(r.skipped) == 1
+    with pytest.raises(ValueError, match=r"1 unreadable training image\(s\).*bad_images='skip'"): check_paddy(bad, bad_images='raise')
+    with pytest.raises(ValueError, match='unreadable'): paddy_dls(bad, size=32, bs=8, bad_images='raise')
+
+def test_batch_larger_than_training_set(paddy, capsys):
+    "A batch larger than the training set would give zero batches and `nan` losses: it shrinks, with a line (issue 15)."
+    dls = paddy_dls(paddy, size=32, bs=64)  # 30 images: 24 to train on
+    assert dls.train.bs == 24 and len(dls.train) == 1
+    assert 'only 24 training images, fewer than bs=64: using batches of 24' in capsys.readouterr().err
+    xb, yb = dls.one_batch()
+    assert len(yb) == 24
