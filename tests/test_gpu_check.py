@@ -56,7 +56,7 @@ def test_dry_accum_collab_images(dry_report):
     assert b['valid_mse'] < 0.9*b['predict_mean_mse'] and b['ratings_per_s'] > 0
     im = rep['images']
     assert min(im['as_is']['loader'], im['as_is']['train'], im['resized']['train'], im['gpu_only']) > 0
-    assert im['bottleneck'].split(':')[0] in ('CPU', 'GPU') and 'Resize(48' in im['resized']['item_tfms']
+    assert im['bottleneck'].split(':')[0] in ('CPU', 'GPU') and '(48, 48), squish' in im['resized']['item_tfms']
 
 def _nb(cells):
     return dict(cells=[dict(cell_type='code', source=s, metadata={}, outputs=[], execution_count=None) for s in cells],
