@@ -652,7 +652,7 @@ def kernel_weights(input_dir='../input', # where Kaggle attaches datasets
                   )->dict: # {arch: weights file} for every arch found
     "Make timm find the weights of attached weights datasets (`weights.json`) offline: an HF cache of links to them, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`."
     found = {}
-    for w in sorted(Path(input_dir).glob('*/weights.json')):
+    for w in sorted([*Path(input_dir).glob('*/weights.json'), *Path(input_dir).glob('datasets/*/*/weights.json')]):  # ../input/<slug>, or Kaggle's newer datasets/<owner>/<slug>
         for arch, d in json.loads(w.read_text()).items(): found[arch] = dict(d, path=(w.parent/d['file']).resolve())
     if not found: return {}
     cache = Path(cache) if cache is not None else Path(tempfile.gettempdir())/'paddy_collab-hf'/'hub'

@@ -295,13 +295,14 @@ def test_push_kernel(kaggle_env, tmp_path):
     finally: ENV.clear(); ENV.update(ENV_)
 
 
-# The README's Kaggle cycle, run as written (YOU -> the stand-in's user; the data folder and the weights cache are the test's)
+# The README's Kaggle cycle, run as written (YOU -> the stand-in's user, PADDY_PATH -> a synthetic set; the weights pushed are
+# timm's tiny test_resnet, saved locally in the HF cache layout, instead of convnext_small's: nothing is downloaded)
 README_CYCLE = """paddy_collab push-wheels
-paddy_collab push-weights test_resnet
-paddy_collab push-kernel --train --arch test_resnet --epochs 1 --weights-ds paddy-collab-weights
+paddy_collab push-weights convnext_small.fb_in22k
+paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights
 paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800
 paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output
-paddy_collab submit kernel-output/submission.csv --data DATA -m "convnext_small, 12 epochs, TTA" --wait 600"""
+paddy_collab submit kernel-output/submission.csv -m "convnext_small, 12 epochs, TTA" --wait 600"""
 
 
 def test_readme_kaggle_cycle(kaggle_env, paddy, tmp_path):
@@ -320,8 +321,9 @@ def test_readme_kaggle_cycle(kaggle_env, paddy, tmp_path):
     s.run_kernel(ref, ['RUNNING', 'COMPLETE'], files={'submission.csv': (paddy/'sample_submission.csv').read_bytes()}, log='[{"data": "done"}]')
     ENV_ = dict(ENV)
     try:
-        ENV.clear(); ENV.update(env, HF_HUB_CACHE=str(hub), PIP_FIND_LINKS='')
-        steps = [shlex.split(l.replace('YOU', 'standin-user').replace('DATA', str(paddy)))[1:] for l in README_CYCLE.splitlines()]
+        ENV.clear(); ENV.update(env, HF_HUB_CACHE=str(hub), PIP_FIND_LINKS='', PADDY_PATH=str(paddy))
+        steps = [shlex.split(l.replace('YOU', 'standin-user').replace('convnext_small.fb_in22k', 'test_resnet'))[1:]
+                 for l in README_CYCLE.splitlines()]
         steps[0] += ['--find-links', str(wheels)]  # offline: the dependencies' wheels from the local copy instead of PyPI
         outs = [ok(*st, '--poll', '0.1') if st[0] == 'kernel-status' else ok(*st, cwd=tmp_path) for st in steps]
     finally: ENV.clear(); ENV.update(ENV_)
@@ -381,3 +383,10 @@ def test_demo_quick(tmp_path):
         assert (tmp_path/'demo'/f).exists(), f
     assert 'demo done' in so and "nearest to 'Star Wars (1977)'" in so and 'test error against' in so
     user_error('demo', '--quick', '--out', tmp_path/'demo', contains='already exists')
+
+
+def test_readme_shows_the_kaggle_cycle():
+    "README.md shows the Kaggle cycle that `test_readme_kaggle_cycle` runs, line for line."
+    readme = (ROOT/'README.md').read_text()
+    missing = [l for l in README_CYCLE.splitlines() if l not in readme]
+    assert not missing, f"README.md lacks {missing}: paste the Kaggle section (tests/test_cli.py README_CYCLE) into nbs/index.ipynb and run `make readme`"
