@@ -1,21 +1,29 @@
 #!/usr/bin/env python
-"""Stock fastai collab training vs the fast path (`paddy_collab.fastcollab`), in one process, on one split.
+"""Stock fastai collab training vs the fast path (`paddy_collab.fastcollab`), like for like, in one process on one thread.
 
-    python benchmarks/collab.py            # MovieLens 100k: stock vs fast, time to stock's final valid MSE
-    python benchmarks/collab.py --scale    # a synthetic set the size of MovieLens 25M: time per epoch, ratings/s, peak RSS
+    python benchmarks/collab.py            # MovieLens 100k: both over a grid of batch sizes and learning rates
+    python benchmarks/collab.py --scale    # 25M synthetic ratings: the fast path's epoch, RSS, MSE; stock on part of an epoch
+    python benchmarks/collab.py --smoke    # tiny synthetic sizes: checks the script runs (tests/test_benchmarks.py)
 
-A script that prints figures, not a test. Timings on a shared machine are noisy: compare figures from one run,
-and read them next to the load average it prints.
+ML-100k: the target is the valid MSE of the lesson's configuration (stock `CollabDataLoaders` + `collab_learner`, bs=64,
+`fit_one_cycle(5, 5e-3, wd=0.1)`, n_factors=50, y_range=(0,5.5), items = titles, seed 42). Every setting of the grid
+is trained by stock fastai and by the fast path; the time of a run is the CPU time (user+sys of this one-thread process)
+from the call to `fit_one_cycle` to the end of the first epoch whose valid MSE is at or below the target (epoch-end
+checks, validation included). The headline is the ratio of stock's best time to the fast path's best.
+The tables are also written as markdown to `benchmarks/results/collab.md` (`collab_scale.md` for `--scale`).
 """
 from __future__ import annotations
 import argparse, gc, os, platform, resource, sys, threading, time, warnings
+from pathlib import Path
 warnings.filterwarnings('ignore')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import numpy as np, pandas as pd, torch
 from fastai.basics import *
 from fastai.collab import CollabDataLoaders, collab_learner, EmbeddingDotBias
-from paddy_collab.core import ml100k_path
+from paddy_collab.collab import load_movielens
 from paddy_collab.fastcollab import *
+
+RESULTS = Path(__file__).resolve().parent/'results'
 
 def rss_mb()->float:
     "Resident set size of this process now, in MB"
@@ -26,9 +34,16 @@ def rss_mb()->float:
 
 def max_rss_mb()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024  # Linux: KB
 
+def cpu_s()->float:
+    "User+system CPU seconds of this process (all its threads: one torch thread here)"
+    t = os.times()
+    return t.user+t.system
+
+def load_avg()->str: return ' '.join(f'{x:.2f}' for x in os.getloadavg())
+
 class PeakRSS:
     "Sample RSS every `every` seconds in a thread; `peak` is the highest value seen inside the `with` block"
-    def __init__(self, every=0.01): self.every,self.peak,self._stop = every,rss_mb(),threading.Event()
+    def __init__(self, every=0.05): self.every,self.peak,self._stop = every,rss_mb(),threading.Event()
     def _run(self):
         while not self._stop.wait(self.every): self.peak = max(self.peak, rss_mb())
     def __enter__(self):
@@ -36,158 +51,258 @@ class PeakRSS:
     def __exit__(self, *a): self._stop.set(); self._t.join(); self.peak = max(self.peak, rss_mb())
 
 class EpochClock(Callback):
-    "Wall time (and this process's CPU time) since `before_fit` at the end of each epoch's training and of each epoch"
-    order = 100
-    def before_fit(self): self.t0,self.c0,self.trn,self.ends,self.cpu_trn,self.cpu_s = time.perf_counter(),time.process_time(),[],[],[],[]
-    def after_train(self): self.trn.append(time.perf_counter()-self.t0); self.cpu_trn.append(time.process_time()-self.c0)
-    def after_epoch(self): self.ends.append(time.perf_counter()-self.t0); self.cpu_s.append(time.process_time()-self.c0)
+    "CPU and wall seconds since `start` at the end of each epoch's training and of each epoch (validation included)"
+    order = 100  # after the Recorder has the epoch's valid MSE
+    def __init__(self): self.start()
+    def start(self): self.c0,self.t0,self.trn,self.cpu_trn,self.ends,self.cpu = cpu_s(),time.perf_counter(),[],[],[],[]
+    def after_train(self): self.trn.append(time.perf_counter()-self.t0); self.cpu_trn.append(cpu_s()-self.c0)
+    def after_epoch(self): self.ends.append(time.perf_counter()-self.t0); self.cpu.append(cpu_s()-self.c0)
 
 class StopAfter(Callback):
     "Time training batches `warm`..`n` (after a warm-up), then stop the fit"
     order = 100
-    def __init__(self, n, warm=10): self.n,self.warm,self.t = n,warm,None
+    def __init__(self, n, warm=10): self.n,self.warm = n,warm
     def before_batch(self):
-        if self.training and self.iter==self.warm: self.t,self.c = time.perf_counter(),time.process_time()
+        if self.training and self.iter==self.warm: self.t,self.c = time.perf_counter(),cpu_s()
     def after_batch(self):
         if self.training and self.iter==self.n-1:
-            self.secs,self.cpu_s = time.perf_counter()-self.t,time.process_time()-self.c
+            self.secs,self.cpu_s = time.perf_counter()-self.t,cpu_s()-self.c
             raise CancelFitException()
 
-def load():
-    "The lesson's table: ratings with movie titles as items"
-    path = ml100k_path()
-    ratings = pd.read_csv(path/'u.data', delimiter='\t', header=None, names=['user','movie','rating','timestamp'])
-    movies = pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', usecols=(0,1), names=('movie','title'), header=None)
-    return ratings.merge(movies)[['user','title','rating']]
+# --- MovieLens 100k: the grid ---------------------------------------------------------------------------------------
 
-def run(name, make_dls, make_learn, epochs, lr, wd):
-    "Build the `DataLoaders` and a `Learner`, `fit_one_cycle`; return timings, valid MSE per epoch and peak RSS"
+# A good stock user's grid: the lesson's lr at bs=64; larger batches want larger learning rates (about sqrt(bs) scaling),
+# and a shorter schedule can reach the target sooner. The fast path runs exactly the same grid.
+GRID = [(64, 5e-3, 5), (512, 5e-3, 5), (512, 1e-2, 5), (512, 1e-2, 3), (1024, 5e-3, 5), (1024, 1e-2, 5), (1024, 2e-2, 5),
+        (1024, 2e-2, 3), (4096, 1e-2, 5), (4096, 3e-2, 5), (4096, 5e-2, 5), (4096, 5e-2, 3)]
+LESSON = (64, 5e-3, 5)
+
+def stock_run(ratings, bs, lr, epochs, seed, wd=0.1):
+    "Stock fastai: `CollabDataLoaders.from_df` + `collab_learner`"
+    c = cpu_s(); dls = CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed); c_dls = cpu_s()-c
+    set_seed(seed)
+    learn = collab_learner(dls, n_factors=50, y_range=(0,5.5))
+    return fit(learn, lr, epochs, wd, c_dls)
+
+def fast_run(ratings, bs, lr, epochs, seed, wd=0.1):
+    "The fast path: `TensorCollabDataLoaders` + `fast_collab_learner` (`LeanLearner`) + `adamw_fused` + `fast_embeddings`"
+    c = cpu_s(); dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, device='cpu'); c_dls = cpu_s()-c
+    set_seed(seed)
+    learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)
+    fast_embeddings(learn.model)
+    return fit(learn, lr, epochs, wd, c_dls)
+
+def fit(learn, lr, epochs, wd, c_dls):
+    "`fit_one_cycle` with an `EpochClock`: CPU and wall time at each epoch's end, with its valid MSE"
     gc.collect()
-    with PeakRSS() as mem:
-        t = time.perf_counter(); dls = make_dls(); t_dls = time.perf_counter()-t
-        learn = make_learn(dls); clock = EpochClock()
-        t = time.perf_counter()
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, wd=wd, cbs=clock)
-        t_fit = time.perf_counter()-t
-    mses = [v[1] for v in learn.recorder.values]
-    r = dict(name=name, t_dls=t_dls, t_fit=t_fit, ends=clock.ends, mses=mses, peak=mem.peak, d_peak=mem.peak-mem.start, bs=dls.bs, cpu=clock.cpu_s)
-    print(f"{name:<44} bs={dls.bs:<5} dls {t_dls:5.2f}s  fit {t_fit:6.2f}s (CPU {clock.cpu_s[-1]:6.2f}s)  "
-          f"peak RSS {mem.peak:6.0f} MB (+{r['d_peak']:.0f})", flush=True)
-    print(f"{'':<44} valid MSE per epoch: " + '  '.join(f'{m:.4f}@{s:.2f}s' for m,s in zip(mses, clock.ends)), flush=True)
-    return r
+    clock = EpochClock()
+    with learn.no_bar(), learn.no_logging():
+        clock.start()
+        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=clock)
+    return dict(mses=[float(v[1]) for v in learn.recorder.values], cpu=clock.cpu, wall=clock.ends, c_dls=c_dls)
 
 def time_to(r, target):
-    "Fit time at the end of the first epoch whose valid MSE <= target (None if never)"
-    return next((s for m,s in zip(r['mses'], r['ends']) if m<=target), None)
+    "(CPU s, wall s, epoch) at the end of the first epoch whose valid MSE <= target, or None"
+    return next(((c,w,e+1) for e,(m,c,w) in enumerate(zip(r['mses'], r['cpu'], r['wall'])) if m<=target+1e-9), None)
 
-def header(args):
-    print(f"# benchmarks/collab.py {' '.join(sys.argv[1:])}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  host cpus={os.cpu_count()}  torch threads={torch.get_num_threads()}  "
-          f"torch {torch.__version__}  python {platform.python_version()}")
-    print(f"# load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}  (shared machine: figures are noisy)", flush=True)
+def ml100k_table(ratings, grid, lesson, seed):
+    "Rows of (setting, path, result) for the whole grid, and the target (the lesson configuration's final stock MSE)"
+    rows = {}
+    for f in (stock_run, fast_run): f(ratings.iloc[:5000], 256, 1e-2, 1, seed)  # warm-up, untimed: first-call costs (kernels, imports)
+    for s in [lesson]+[g for g in grid if g!=lesson]:
+        for name,f in (('stock',stock_run),('fast',fast_run)):
+            rows[s,name] = r = f(ratings, *s, seed)
+            print(f"  {name:5} bs={s[0]:<5} lr={s[1]:<6g} epochs={s[2]}: fit {r['cpu'][-1]:6.2f} CPU-s ({r['wall'][-1]:6.2f} s wall), "
+                  f"valid MSE " + ' '.join(f'{m:.4f}' for m in r['mses']), flush=True)
+    return rows,rows[lesson,'stock']['mses'][-1]
+
+def ml100k_markdown(rows, target, lesson):
+    "The grid as a markdown table, and the two ratios"
+    lines = [f"| bs | lr | epochs | path | valid MSE per epoch | CPU-s to MSE ≤ {target:.4f} (epoch) | whole fit, CPU-s | DataLoaders, CPU-s |",
+             "|---:|---:|---:|---|---|---:|---:|---:|"]
+    best = {}
+    for (s,name),r in rows.items():
+        t = time_to(r, target)
+        if t is not None and (name not in best or t[0]<best[name][1][0]): best[name] = (s,t)
+        reach = f"{t[0]:.3f} ({t[2]})" if t else 'not reached'
+        lines.append(f"| {s[0]} | {s[1]:g} | {s[2]} | {name} | {' '.join(f'{m:.4f}' for m in r['mses'])} | {reach} | "
+                     f"{r['cpu'][-1]:.3f} | {r['c_dls']:.3f} |")
+    (sb,tb),(fb,tf) = best['stock'],best['fast']
+    t64 = time_to(rows[lesson,'stock'], target)
+    lines += ['', f"stock's best: bs={sb[0]}, lr={sb[1]:g}, {sb[2]} epochs, {tb[0]:.3f} CPU-s (epoch {tb[2]}); "
+                  f"fast path's best: bs={fb[0]}, lr={fb[1]:g}, {fb[2]} epochs, {tf[0]:.3f} CPU-s (epoch {tf[2]})", '',
+              f"ratio vs stock best: {tb[0]/tf[0]:.1f}×", '', f"ratio vs stock bs={lesson[0]}: {t64[0]/tf[0]:.1f}×"]
+    return '\n'.join(lines)
 
 def ml100k(args):
-    ratings = load()
-    kw = dict(item_name='title', seed=args.seed)
-    def stock_dls(bs): return lambda: CollabDataLoaders.from_df(ratings, bs=bs, **kw)
-    def fast_dls(bs, **k): return lambda: TensorCollabDataLoaders.from_df(ratings, bs=bs, **kw, **k)
-    def learner(f, **k):
-        def _inner(dls):
-            set_seed(args.seed)
-            return f(dls, n_factors=50, y_range=(0,5.5), **k)
-        return _inner
-    ep,lr,wd = args.epochs,5e-3,0.1
-    print(f"## MovieLens 100k ({len(ratings):,} ratings, items = titles, seed={args.seed}), n_factors=50, y_range=(0,5.5), "
-          f"fit_one_cycle({ep}, {lr}, wd={wd}) unless stated", flush=True)
-    stock = run('stock: CollabDataLoaders + collab_learner', stock_dls(64), learner(collab_learner), ep, lr, wd)
-    target = stock['mses'][-1]
-    rs = [run('fast: TensorCollabDataLoaders + collab_learner', fast_dls(64), learner(collab_learner), ep, lr, wd),
-          run('fast: ... + fast_collab_learner (LeanLearner)', fast_dls(64), learner(fast_collab_learner), ep, lr, wd),
-          run("fast: LeanLearner, replace=True (stock's sampling)", fast_dls(64, replace=True), learner(fast_collab_learner), ep, lr, wd)]
-    for spec in args.big:
-        bs,blr,bep,opt = spec.split(':')
-        bs,blr,bep = int(bs),float(blr),int(bep)
-        rs.append(run(f'fast: LeanLearner, {opt}, fit_one_cycle({bep}, {blr:g})', fast_dls(bs),
-                      learner(fast_collab_learner, opt_func={'adam':Adam, 'fused':adamw_fused}[opt]), bep, blr, wd))
-    print(f"\n## Time to stock fastai's final valid MSE ({target:.4f}); stock fit took {stock['t_fit']:.2f}s "
-          f"(+{stock['t_dls']:.2f}s to build its DataLoaders)")
-    print(f"{'run':<62} {'fit time to target':>18} {'ratio':>7} {'ratio incl. dls':>15} {'CPU-time ratio':>14}")
-    best = 0
-    for r in rs:
-        t = time_to(r, target)
-        if t is None: print(f"{r['name']+' bs='+str(r['bs']):<62} {'not reached':>18}"); continue
-        ratio,ratio2 = stock['t_fit']/t,(stock['t_fit']+stock['t_dls'])/(t+r['t_dls'])
-        cpu_t = r['cpu'][r['ends'].index(t)]
-        best = max(best, ratio)
-        print(f"{r['name']+' bs='+str(r['bs']):<62} {t:>17.2f}s {ratio:>6.1f}x {ratio2:>14.1f}x {stock['cpu'][-1]/cpu_t:>13.1f}x")
-    print(f"\nbest ratio {best:.1f}x (target >= 30x); process peak RSS {max_rss_mb():.0f} MB")
-    print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    ratings = (load_movielens() if not args.smoke else _smoke_ratings())[['user','title','rating']]
+    grid,lesson = (GRID,LESSON) if not args.smoke else ([(64,5e-3,2),(256,1e-2,2)],(64,5e-3,2))
+    print(f"## {'MovieLens 100k' if not args.smoke else 'SMOKE (tiny synthetic set)'}: {len(ratings):,} ratings; target: the valid MSE of "
+          f"stock at bs={lesson[0]}, fit_one_cycle({lesson[2]}, {lesson[1]:g}, wd=0.1), seed {args.seed}", flush=True)
+    rows,target = ml100k_table(ratings, grid, lesson, args.seed)
+    md = ml100k_markdown(rows, target, lesson)
+    head = (f"`python benchmarks/collab.py{' --smoke' if args.smoke else ''}`: one process, one torch thread, {len(ratings):,} ratings; "
+            f"times are CPU seconds (user+sys) from `fit_one_cycle` to the end of the first epoch whose valid MSE reaches the lesson "
+            f"configuration's final MSE (stock, bs={lesson[0]}, lr {lesson[1]:g}, {lesson[2]} epochs: {target:.4f}), validation included. "
+            f"Load average at the start {args.load0}, at the end {load_avg()}.")
+    return head+'\n\n'+md
+
+def _smoke_ratings():
+    "A small low-rank set shaped like the lesson's (user, title, rating)"
+    from paddy_collab.collab import lowrank_ratings
+    return lowrank_ratings(120, 90, density=0.5, seed=0)
+
+# --- 25M ratings ----------------------------------------------------------------------------------------------------
+
+def scale_ratings(args):
+    "The synthetic MovieLens-25M-sized set (or a tiny one with --smoke)"
+    if args.smoke: return 2_000, 1_500, 200_000
+    return 162_541, 62_423, args.n_ratings
 
 def scale(args):
-    n_users,n_items,n = 162_541,62_423,args.n_ratings
-    print(f"## Synthetic MovieLens-25M-sized set: {n_users:,} users, {n_items:,} items, {n:,} ratings "
-          f"(rank-8 model + noise, half stars), valid_pct=0.2, seed={args.seed}", flush=True)
+    n_users,n_items,n = scale_ratings(args)
+    out = [f"`python benchmarks/collab.py --scale{' --smoke' if args.smoke else ''}`: synthetic set, {n_users:,} users, {n_items:,} items, "
+           f"{n:,} ratings (rank-8 model + noise, half stars; valid_pct 0.2), n_factors=50, one process, one torch thread. "
+           f"Load average at the start {args.load0}.", '']
+    print(out[0], flush=True)
     t = time.perf_counter()
     df = synth_ratings(n_users, n_items, n, n_factors=8, noise=0.5, seed=args.seed)
-    print(f"generated in {time.perf_counter()-t:.1f}s, DataFrame {df.memory_usage().sum()/2**20:.0f} MB, RSS {rss_mb():.0f} MB", flush=True)
-    t = time.perf_counter()
-    dls = TensorCollabDataLoaders.from_df(df, bs=args.scale_bs[0], seed=args.seed, idx_dtype=torch.int32, y_dtype=torch.bfloat16)
+    print(f"generated in {time.perf_counter()-t:.1f}s, RSS {rss_mb():.0f} MB", flush=True)
+    kept = keep_freed_memory()  # no page faults for each step's 50 MB tensors
+    dls = TensorCollabDataLoaders.from_df(df, bs=args.scale_bs[0], seed=args.seed, idx_dtype=torch.int32, y_dtype=torch.bfloat16, device='cpu')
+    dls.train.sort_by = 0  # each batch's rows in user order: sequential access to the larger table
     n_trn,n_val = len(dls.train_ds),len(dls.valid_ds)
-    print(f"TensorCollabDataLoaders (int32 indices, bfloat16 ratings) built in {time.perf_counter()-t:.1f}s: "
-          f"{n_trn:,} train / {n_val:,} valid ratings, RSS {rss_mb():.0f} MB", flush=True)
+    mean = float(dls.train_ds.y.float().mean()); base = float(((dls.valid_ds.y.float()-mean)**2).mean())
     del df; gc.collect()
-    print(f"RSS after dropping the DataFrame: {rss_mb():.0f} MB", flush=True)
+    print(f"{n_trn:,} train / {n_val:,} valid; RSS {rss_mb():.0f} MB; predicting the training mean gives valid MSE {base:.4f}", flush=True)
+    bw = mem_bandwidth()
+    out += [f"Fast path: int32 indices, bfloat16 ratings, each batch sorted by user (`sort_by=0`), `keep_freed_memory()` ({kept}). "
+            f"Memory bandwidth measured here (one thread, 256 MB copy): {bw:.1f} GB/s. Predicting the training mean: valid MSE {base:.4f}.", '',
+            "| path | bs | optimizer, lr | epochs | epoch, wall s | epoch, CPU s | train ratings/s (CPU) | valid MSE | peak RSS, MB | bytes moved / bandwidth, s | ratio to that limit |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    best = None
     for bs,spec in zip(args.scale_bs, args.scale_opt):
         opt,lr = spec.split(':'); lr = float(lr)
         dls.train.bs,dls.valid.bs = bs,max(bs, 65536)
         set_seed(args.seed)
-        learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func={'fused':adamw_fused, 'lazy':lazy_adamw, 'adam':Adam}[opt])
+        learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func={'fused':adamw_fused, 'lazy':lazy_adamw}[opt])
         fast_embeddings(learn.model, sparse=opt=='lazy')
         clock = EpochClock(); gc.collect()
-        with PeakRSS() as mem, learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, lr, wd=args.scale_wd, cbs=clock)
-        t_trn,t_ep,c_trn,c_ep = clock.trn[0],clock.ends[0],clock.cpu_trn[0],clock.cpu_s[0]
-        print(f"fast path, {'fast_embeddings(sparse=True) + lazy_adamw' if opt=='lazy' else 'fast_embeddings + '+('adamw_fused' if opt=='fused' else 'fastai Adam')}, "
-              f"bs={bs}, fit_one_cycle(1, {lr:g}, wd={args.scale_wd}): epoch {t_ep:.1f}s wall, {c_ep:.1f}s CPU "
-              f"(train {t_trn:.1f}s wall / {c_trn:.1f}s CPU, valid {t_ep-t_trn:.1f}s), "
-              f"{n_trn/t_trn:,.0f} train ratings/s ({n_trn/c_trn:,.0f} per CPU-second), valid MSE {learn.recorder.values[-1][1]:.4f}, peak RSS {mem.peak:.0f} MB "
-              f"(process max so far {max_rss_mb():.0f} MB)", flush=True)
+        with PeakRSS() as mem, learn.no_bar(), learn.no_logging():
+            clock.start(); learn.fit_one_cycle(args.scale_epochs, lr, wd=args.scale_wd, cbs=clock)
+        ep_w,ep_c = clock.ends[0],clock.cpu[0]
+        mse = float(learn.recorder.values[-1][1])
+        lim = epoch_bytes(n_trn, n_val, bs, n_users, n_items, 50, opt)/bw/1e9
+        print(f"fast {opt} bs={bs} lr={lr:g}: first epoch {ep_w:.1f}s wall / {ep_c:.1f}s CPU; valid MSE per epoch "
+              + ' '.join(f'{v[1]:.4f}' for v in learn.recorder.values) + f"; peak RSS {mem.peak:.0f} MB; limit {lim:.1f}s", flush=True)
+        out.append(f"| fast: TensorCollabDataLoaders + LeanLearner + fast_embeddings{'(sparse)' if opt=='lazy' else ''} | {bs:,} | "
+                   f"{'lazy_adamw' if opt=='lazy' else 'adamw_fused'}, {lr:g} | {args.scale_epochs} | {ep_w:.1f} | {ep_c:.1f} | "
+                   f"{n_trn/clock.cpu_trn[0]:,.0f} | {mse:.4f} | {mem.peak:.0f} | {lim:.1f} | {ep_c/lim:.1f}× |")
+        if best is None or ep_c<best[0]: best = (ep_c,ep_w,bs,opt,mse)
         del learn; gc.collect()
-    print(f"# load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    if args.stock_batches<=0: return
-    print(f"\n## Stock fastai: {args.stock_batches} batches only, EXTRAPOLATED to an epoch of the {n_trn:,} training ratings", flush=True)
-    # Building stock DataLoaders on all 25M ratings needs far more memory than this shared machine has free (a trial grew past
-    # 4 GB RSS within minutes, still inside `from_df`), so they are built on the first `--stock-rows` ratings of the same set.
-    # The model has the full-size tables (what `collab_learner` builds on all the data): dense Adam cost per step is the same.
-    del dls; gc.collect()
+    if args.stock_batches>0: out += stock_scale(args, n_users, n_items, n, n_trn)
+    out += ['', f"Process peak RSS {max_rss_mb():.0f} MB. Load average at the end {load_avg()}.", '',
+            f"25M epoch: {best[0]:.1f} s" if not args.smoke else f"smoke epoch: {best[0]:.2f} s"]
+    return '\n'.join(out)
+
+def epoch_bytes(n_trn, n_val, bs, n_users, n_items, nf, opt):
+    "A lower bound on the bytes one epoch moves: each rating's two factor rows read (forward) and their gradients written and "
+    "read again (backward scatter), plus, per step, the optimizer's pass over the parameters (dense: every row; lazy: the batch's)"
+    row = (nf+1)*4
+    per_rating = 2*row*3 + 12  # gather, grad write, scatter-add read; indices and rating
+    steps = n_trn//bs
+    if opt=='lazy': opt_b = steps*min(2*bs, n_users+n_items)*row*7
+    else: opt_b = steps*(n_users+n_items)*row*7  # AdamW reads p, g, m, v and writes p, m, v
+    return n_trn*per_rating + n_val*(2*row+12) + opt_b
+
+def mem_bandwidth(mb=256, reps=5)->float:
+    "GB/s of one `copy_` of `mb` MB (read + write counted), best of `reps`"
+    a,b = torch.empty(mb*2**20//4),torch.empty(mb*2**20//4)
+    a.fill_(1.); b.copy_(a)
+    best = min(_timed(lambda: b.copy_(a)) for _ in range(reps))
+    return 2*mb*2**20/best/1e9
+
+def _timed(f):
+    t = time.perf_counter(); f(); return time.perf_counter()-t
+
+def stock_scale(args, n_users, n_items, n, n_trn):
+    "Stock fastai at bs=1024 (its best setting on ML-100k) on the first batches of an epoch, extrapolated"
+    bs = args.stock_bs
     df = synth_ratings(n_users, n_items, n, n_factors=8, noise=0.5, seed=args.seed).iloc[:args.stock_rows]
-    t = time.perf_counter()
-    with PeakRSS() as mem: sdls = CollabDataLoaders.from_df(df, bs=64, seed=args.seed)
-    print(f"CollabDataLoaders.from_df on {len(df):,} ratings built in {time.perf_counter()-t:.1f}s, peak RSS {mem.peak:.0f} MB", flush=True)
+    # Building stock DataLoaders on all 25M ratings needs far more memory than this machine has free (`from_df` passed 4 GB
+    # RSS within minutes), so they are built on the first `--stock-rows` ratings of the same set; the model has the
+    # full-size tables, as `collab_learner` on all the data would build: the cost per step is the same.
+    with PeakRSS() as mem: sdls = CollabDataLoaders.from_df(df, bs=bs, seed=args.seed)
     learn = Learner(sdls, EmbeddingDotBias(50, n_users+1, n_items+1, y_range=(0,5.5)), loss_func=MSELossFlat())
     stop = StopAfter(args.stock_batches)
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 5e-3, wd=0.1, cbs=stop)
-    per,per_cpu = stop.secs/(args.stock_batches-stop.warm),stop.cpu_s/(args.stock_batches-stop.warm)
-    n_b = n_trn//64
-    print(f"stock (TabDataLoader + EmbeddingDotBias(50, {n_users+1:,}, {n_items+1:,}) + fastai Adam), bs=64: {per*1000:.1f} ms/batch wall "
-          f"({per_cpu*1000:.1f} ms CPU) over {args.stock_batches-stop.warm} batches -> EXTRAPOLATED {per*n_b/3600:.1f} h wall "
-          f"({per_cpu*n_b/3600:.1f} h CPU) per epoch of {n_b:,} batches (training only), {64/per:,.0f} ratings/s", flush=True)
-    print(f"# load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; process max RSS {max_rss_mb():.0f} MB")
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 1e-2, wd=0.1, cbs=stop)
+    nb = args.stock_batches-stop.warm
+    per_w,per_c = stop.secs/nb,stop.cpu_s/nb
+    n_b = n_trn//bs
+    frac = nb*bs/n_trn
+    print(f"stock bs={bs}: {per_c*1000:.1f} ms CPU per batch over {nb} batches ({frac:.2%} of an epoch) -> {per_c*n_b/60:.1f} CPU-min per epoch", flush=True)
+    q = quality_1m(args, df, sdls)
+    return q+['', f"Stock fastai (`CollabDataLoaders` + `EmbeddingDotBias` + fastai Adam) at bs={bs}: {nb} batches timed "
+            f"({frac:.2%} of an epoch), **EXTRAPOLATED** to an epoch of {n_b:,} batches: {per_c*n_b:,.0f} CPU-s "
+            f"({per_w*n_b:,.0f} s wall), {bs/per_c:,.0f} train ratings per CPU-second (training only, no validation). "
+            f"Its DataLoaders were built on the first {len(df):,} ratings (on all 25M, `from_df` outgrows this machine's memory)."]
 
-if __name__=='__main__':
+def quality_1m(args, df, sdls):
+    "Valid MSE of stock and fast after the same epochs, on the first `--stock-rows` ratings (stock cannot train on 25M here)"
+    lines = ['', f"Quality at the same epochs, on the first {len(df):,} ratings of the same set (stock's DataLoaders cannot be built on all 25M here): "
+             f"`fit_one_cycle({args.q_epochs}, lr, wd=0.1)`, n_factors=50.", '', "| path | bs | lr | valid MSE per epoch | fit, CPU s |", "|---|---:|---:|---|---:|"]
+    for name,bs,lr in (('stock', args.stock_bs, 1e-2), ('fast', args.q_fast_bs, args.q_fast_lr)):
+        if name=='stock': sdls.train.bs = bs; learn = collab_learner(sdls, n_factors=50, y_range=(0,5.5))
+        else:
+            d = TensorCollabDataLoaders.from_df(df, bs=bs, seed=args.seed, device='cpu'); d.train.sort_by = 0
+            learn = fast_embeddings_learner(d)
+        set_seed(args.seed)
+        r = fit(learn, lr, args.q_epochs, 0.1, 0.)
+        print(f"1M quality {name} bs={bs} lr={lr:g}: " + ' '.join(f'{m:.4f}' for m in r['mses']) + f" in {r['cpu'][-1]:.1f} CPU-s", flush=True)
+        lines.append(f"| {name} | {bs:,} | {lr:g} | {' '.join(f'{m:.4f}' for m in r['mses'])} | {r['cpu'][-1]:.1f} |")
+    return lines
+
+def fast_embeddings_learner(dls):
+    learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)
+    fast_embeddings(learn.model)
+    return learn
+
+# --- main -----------------------------------------------------------------------------------------------------------
+
+def header():
+    print(f"# benchmarks/collab.py {' '.join(sys.argv[1:])}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  host cpus={os.cpu_count()}  torch threads={torch.get_num_threads()}  "
+          f"torch {torch.__version__}  python {platform.python_version()}")
+    print(f"# load average (1/5/15 min): {load_avg()}  (shared machine: CPU time is the figure; wall time is noisy)", flush=True)
+
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--scale', action='store_true', help='the MovieLens-25M-sized synthetic benchmark')
-    p.add_argument('--threads', type=int, default=1, help='torch intra-op threads (default 1: faster for small ops on a busy 2-core machine)')
+    p.add_argument('--smoke', action='store_true', help='tiny sizes: checks that the script runs; figures mean nothing')
+    p.add_argument('--results', help=f'folder for the markdown tables, collab.md or collab_scale.md (default {RESULTS}; with --smoke: none written)')
     p.add_argument('--seed', type=int, default=42)
-    p.add_argument('--epochs', type=int, default=5, help="ML-100k: epochs of the lesson's schedule")
-    p.add_argument('--big', nargs='*', default=['512:1e-2:3:adam', '512:1e-2:3:fused', '1024:1e-2:3:fused'],
-                   help='ML-100k larger-batch fast runs, each bs:lr:epochs:opt (opt: adam or fused)')
     p.add_argument('--n-ratings', type=int, default=25_000_000)
-    p.add_argument('--scale-bs', type=int, nargs='*', default=[65536, 262144, 16384])
-    p.add_argument('--scale-opt', nargs='*', default=['fused:3e-2', 'fused:1e-1', 'lazy:1e-2'], help='one per --scale-bs: fused|lazy|adam:lr')
+    p.add_argument('--scale-bs', type=int, nargs='*', default=[262144, 65536])
+    p.add_argument('--scale-opt', nargs='*', default=['fused:1e-1', 'fused:3e-2'], help='one per --scale-bs: fused|lazy:lr')
+    p.add_argument('--scale-epochs', type=int, default=1, help='--scale: epochs of each fast run (the MSE is after the last)')
     p.add_argument('--scale-wd', type=float, default=0.01)
+    p.add_argument('--stock-bs', type=int, default=1024)
     p.add_argument('--stock-batches', type=int, default=60, help='--scale: stock batches to time, after 10 warm-up ones (0: skip stock)')
+    p.add_argument('--q-epochs', type=int, default=3, help='--scale: epochs of the stock-vs-fast quality comparison')
+    p.add_argument('--q-fast-bs', type=int, default=4096)
+    p.add_argument('--q-fast-lr', type=float, default=2e-2)
     p.add_argument('--stock-rows', type=int, default=1_000_000, help='--scale: ratings the stock DataLoaders are built on')
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    header(args)
-    scale(args) if args.scale else ml100k(args)
+    a = p.parse_args(argv)
+    if a.smoke and a.stock_rows==1_000_000: a.stock_rows,a.stock_batches = 50_000,15
+    return a
+
+if __name__=='__main__':
+    args = parse()
+    torch.set_num_threads(1)
+    header()
+    args.load0 = load_avg()
+    md = scale(args) if args.scale else ml100k(args)
+    print('\n'+md)
+    if args.results or not args.smoke:
+        out = Path(args.results or RESULTS); out.mkdir(parents=True, exist_ok=True)
+        (out/('collab_scale.md' if args.scale else 'collab.md')).write_text(md+'\n')

@@ -12,13 +12,14 @@ from torch import nn
 import torch.nn.functional as F
 from fastai.basics import *
 from .core import *
-from .fastcollab import collab_split, collab_vocab, collab_codes, TensorCollab, TensorCollabDL, LeanLearner
+from .fastcollab import collab_split, collab_vocab, collab_codes, TensorCollab, TensorCollabDL, TensorCollabDataLoaders, LeanLearner
 from .collab import load_movielens
 
 # %% auto 0
-__all__ = ['GENRES', 'AGE_EDGES', 'YEAR_EDGES', 'BEST', 'load_u1', 'lesson_split', 'load_side', 'side_tensors', 'CollabData',
-           'inner_split', 'HybridMF', 'RegLoss', 'AutoRec', 'masked_mse', 'hybrid_learner', 'autorec_learner',
-           'fit_predict', 'blend_features', 'fit_blend', 'blend', 'train_best', 'search']
+__all__ = ['GENRES', 'AGE_EDGES', 'YEAR_EDGES', 'CANDIDATES', 'BEST', 'load_u1', 'lesson_split', 'load_side', 'side_tensors',
+           'CollabData', 'inner_split', 'HybridMF', 'RegLoss', 'AutoRec', 'masked_mse', 'hybrid_learner',
+           'autorec_learner', 'fit_predict', 'blend_features', 'fit_blend', 'blend', 'train_best', 'search',
+           'pick_best']
 
 # %% ../nbs/ref/03_collab_best.ipynb
 GENRES = ['unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
@@ -34,9 +35,8 @@ def load_u1(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
     "The research-standard split of MovieLens 100k: `u{fold}.base` for training, `u{fold}.test` for testing."
     path = ml100k_path() if path is None else Path(path)
     _need(path, f'u{fold}.base', f'u{fold}.test', 'u.item')
-    movies = pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', usecols=(0,1), names=('movie','title'), header=None)
-    def _read(f): return pd.read_csv(path/f, delimiter='\t', header=None, names=['user','movie','rating','timestamp']).merge(movies, how='left')
-    return _read(f'u{fold}.base'),_read(f'u{fold}.test')
+    return tuple(load_movielens(path, f'u{fold}.{part}') for part in ('base','test'))
+
 
 # %% ../nbs/ref/03_collab_best.ipynb
 def lesson_split(ratings:pd.DataFrame, # one row per rating, e.g. `load_movielens()`
@@ -94,7 +94,7 @@ class CollabData:
         check_columns(trn, [user_name,item_name,rating_name], 'trn')
         if tst is None: tst = trn.iloc[:0]
         check_columns(tst, [user_name,item_name], 'tst')
-        store_attr('user_name,item_name,rating_name')
+        store_attr('trn,tst,user_name,item_name,rating_name')
         self.classes = {n:collab_vocab(trn[n].reset_index(drop=True)) for n in (user_name,item_name)}
         enc = lambda df: torch.stack([collab_codes(df[n], self.classes[n]) for n in (user_name,item_name)], 1)
         self.xt,self.yt = enc(trn),torch.tensor(trn[rating_name].to_numpy(np.float32))
@@ -103,11 +103,10 @@ class CollabData:
         self.n_users,self.n_items = len(self.classes[user_name]),len(self.classes[item_name])
 
     def dls(self, bs:int=512, device='cpu')->DataLoaders:
-        "fastai `DataLoaders` over the index tensors (the validation set is `tst`, with zero ratings if it has none)."
-        names,cls = [self.user_name,self.item_name],self.classes
-        yv = self.yv if self.yv is not None else torch.zeros(len(self.xv))
-        mk = lambda x,y,shuffle,b: TensorCollabDL(TensorCollab(x, y[:,None], cls, names, [self.rating_name]), bs=b, shuffle=shuffle, drop_last=shuffle, device=device)
-        return DataLoaders(mk(self.xt, self.yt, True, bs), mk(self.xv, yv, False, max(bs, 4096)), device=device)
+        "`TensorCollabDataLoaders.from_dfs` over `trn` and `tst` (with zero ratings if it has none): the same vocab and indices as `xt`, `xv`."
+        tst = self.tst if self.yv is not None else self.tst.assign(**{self.rating_name: 0.})
+        cols = [self.user_name,self.item_name,self.rating_name]
+        return TensorCollabDataLoaders.from_dfs(self.trn[cols], tst[cols], *cols, bs=bs, val_bs=max(bs, 4096), device=device)
 
     def dense(self, by:str='item', tst:bool=False)->Tensor: # (n_items, n_users) for by='item', zeros where not rated
         "The training (or, with `tst`, the test) ratings as a dense matrix, one row per item (or user)."
@@ -309,8 +308,16 @@ def blend(X:Tensor, w:Tensor)->Tensor: # (n,) blended predictions, clipped to 1-
     return (X.float()@w[:-1]+w[-1]).clamp(1,5)
 
 # %% ../nbs/ref/03_collab_best.ipynb
-BEST = [dict(kind='hybrid'), dict(kind='hybrid', l2=0.2, seed=1), dict(kind='i-autorec'), dict(kind='i-autorec', lam=50., seed=1),
-        dict(kind='u-autorec')]  # chosen with `search`-style comparisons on the lesson's training ratings (see below)
+CANDIDATES = {  # the recipes `search` compares (benchmarks/collab_quality.py); one component: the model alone, no blend
+    'mf': [dict(kind='mf')],
+    'hybrid': [dict(kind='hybrid')],
+    'i-autorec': [dict(kind='i-autorec')],
+    'u-autorec': [dict(kind='u-autorec')],
+    'hybrid + i-autorec + u-autorec': [dict(kind='hybrid'), dict(kind='i-autorec'), dict(kind='u-autorec')],
+    '2 hybrid + 2 i-autorec + u-autorec': [dict(kind='hybrid'), dict(kind='hybrid', l2=0.2, seed=1), dict(kind='i-autorec'),
+                                           dict(kind='i-autorec', lam=50., seed=1), dict(kind='u-autorec')],
+}
+BEST = CANDIDATES['2 hybrid + 2 i-autorec + u-autorec']  # what `pick_best` picks from `search(lesson training ratings)`; see below
 
 def _name(c):
     args = ', '.join(f'{k}={v}' for k,v in c.items() if k!='kind')
@@ -321,13 +328,13 @@ def train_best(trn:pd.DataFrame, # training ratings: everything the recipe learn
                user_name:str='user', item_name:str='title', rating_name:str='rating',
                components:list|None=None, # dicts of `fit_predict` arguments; default `BEST`
                inner_pct:float=0.1, # fraction of `trn` held out to fit the blend weights
-               seed:int=0, # seed of the inner split
+               seed:int=0, # seed of the inner split; also added to every component's own seed (3 seeds: 0, 1, 2)
                side:bool=True, # use the side information from `load_side` ('hybrid' components)
                path=None, # the ml-100k folder for `load_side`; default `ml100k_path()`
                verbose:bool=False, # print each step with its time
               )->dict: # preds (for `tst`), weights, names, inner_mse (per component and 'blend'), inner (fit, check positions into `trn`), times
     "Blend of `components`: weights fitted on an inner split of `trn`, then every component retrained on all of `trn` and blended."
-    components = ifnone(components, BEST)
+    components = [dict(c, seed=c.get('seed', 0)+seed) if seed else c for c in ifnone(components, BEST)]
     tst = tst.drop(columns=[rating_name], errors='ignore')  # the held-out ratings are never seen
     trn = trn.reset_index(drop=True)
     side_df = load_side(path) if side else None
@@ -368,8 +375,24 @@ def search(trn:pd.DataFrame, # the protocol's training ratings, and nothing else
     y = torch.tensor(b[rating_name].to_numpy(np.float32))
     rows = []
     for name,comps in candidates.items():
-        r = train_best(a, b, components=comps, **kwargs)
-        row = dict(recipe=name, mse=F.mse_loss(r['preds'], y).item(), cpu_s=r['times']['cpu'])
-        row.update({n:F.mse_loss(r['component_preds'][:,k].clamp(1,5), y).item() for k,n in enumerate(r['names'])})
-        rows.append(row)
+        c0 = time.process_time()
+        if len(comps)==1: mse,parts = _alone(a, b, comps[0], **kwargs),{}  # one model: no blend to fit
+        else:
+            r = train_best(a, b, components=comps, **kwargs)
+            mse = F.mse_loss(r['preds'], y).item()
+            parts = {n:F.mse_loss(r['component_preds'][:,k].clamp(1,5), y).item() for k,n in enumerate(r['names'])}
+        rows.append(dict(recipe=name, mse=mse, cpu_s=time.process_time()-c0, components=len(comps), **parts))
     return pd.DataFrame(rows),(fit,chk)
+
+def _alone(a, b, comp, user_name='user', item_name='title', rating_name='rating', side=True, path=None, seed=0, **kwargs):
+    "Held-out MSE of one component trained on `a`, scored on `b`"
+    d = CollabData(a, b, user_name, item_name, rating_name)
+    sd = side_tensors(*load_side(path), d.classes[user_name], d.classes[item_name], user_name, item_name) if side else None
+    return d.mse(fit_predict(d, side=sd, **dict(comp, seed=comp.get('seed', 0)+seed)))
+
+def pick_best(table:pd.DataFrame, # from `search`
+              tol:float=0.001, # recipes within `tol` MSE of the lowest count as tied
+             )->str: # the chosen recipe's name
+    "The rule: the lowest held-out MSE; among recipes within `tol` of it, the one that took the least CPU time."
+    tied = table[table.mse<=table.mse.min()+tol]
+    return tied.sort_values('cpu_s').recipe.iloc[0]

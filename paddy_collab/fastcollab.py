@@ -13,11 +13,12 @@ from .core import *  # first: it silences torch.jit's deprecation warning before
 from fastai.basics import *
 from fastai.collab import CollabDataLoaders, EmbeddingDotBias, collab_learner
 from fastai.tabular.core import df_shrink_dtypes
+from .collab_data import check_ratings, lowrank_ratings, load_movielens
 
 # %% auto 0
 __all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
            'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused', 'LazyAdamW', 'lazy_adamw',
-           'FastEmbedding', 'fast_embeddings', 'synth_ratings']
+           'FastEmbedding', 'fast_embeddings', 'keep_freed_memory', 'synth_ratings']
 
 # %% ../nbs/ref/02_fastcollab.ipynb
 def collab_split(n:int, # number of ratings
@@ -68,12 +69,15 @@ class TensorCollab:
 class TensorCollabDL(DataLoader):
     "A fastai `DataLoader` whose batches are gathered from `TensorCollab` tensors: no per-item work, no collate."
     n_inp = 1
-    def __init__(self, dataset=None, replace:bool=False, **kwargs):
-        "`replace`: when shuffling, draw `n` rows with replacement (what stock fastai's `TabWeightedDL` does) instead of a permutation"
-        self.replace = replace
+    def __init__(self, dataset=None,
+                 replace:bool=False, # when shuffling, draw `n` rows with replacement (stock fastai's `TabWeightedDL`) instead of a permutation
+                 sort_by:int|None=None, # when shuffling, order each batch's rows by this column's index (0: users): same rows, same summed gradient, sequential memory access
+                 **kwargs):
+        self.replace,self.sort_by = replace,sort_by
         super().__init__(dataset, **kwargs)
 
-    def new(self, dataset=None, cls=None, **kwargs): return super().new(dataset, cls, **merge(dict(replace=self.replace), kwargs))
+    def new(self, dataset=None, cls=None, **kwargs):
+        return super().new(dataset, cls, **merge(dict(replace=self.replace, sort_by=self.sort_by), kwargs))
 
     def get_idxs(self):
         if not self.shuffle: return torch.arange(self.n)
@@ -89,6 +93,7 @@ class TensorCollabDL(DataLoader):
         stop = len(idxs) - len(idxs)%bs if self.drop_last else len(idxs)
         for i in range(0, stop, bs):
             j = idxs[i:i+bs]
+            if self.shuffle and self.sort_by is not None: j = j[x[j,self.sort_by].argsort()]
             yield self.after_batch((x[j],) if y is None else (x[j],y[j]))
         self.after_iter()
 
@@ -111,16 +116,13 @@ class TensorCollabDL(DataLoader):
         display_df(df)
 
 # %% ../nbs/ref/02_fastcollab.ipynb
-def _check_ratings(ratings, user_name, item_name, rating_name, what='ratings'):
-    "Column names (defaults: the first three columns), after checking `ratings` has them and numeric, complete ratings"
+def _rating_names(ratings, user_name, item_name, rating_name, what='ratings'):
+    "Column names (defaults: the first three columns), after `check_ratings` has checked `ratings` has them, with numeric, complete ratings"
     if not isinstance(ratings, pd.DataFrame): raise TypeError(f"{what} must be a pandas DataFrame, got {type(ratings).__name__}")
     if ratings.shape[1]<3 and None in (user_name,item_name,rating_name):
         raise ValueError(f"{what} needs a user, an item and a rating column; got columns {list(ratings.columns)}")
     names = [ratings.columns[i] if n is None else n for i,n in enumerate((user_name,item_name,rating_name))]
-    check_columns(ratings, names, what)
-    r = ratings[names[2]]
-    if not pd.api.types.is_numeric_dtype(r): raise TypeError(f"rating column {names[2]!r} of {what} must be numeric, got dtype {r.dtype}")
-    if r.isna().any(): raise ValueError(f"rating column {names[2]!r} of {what} has {int(r.isna().sum())} missing value(s)")
+    check_ratings(ratings, *names, source=what)
     return names
 
 class TensorCollabDataLoaders(DataLoaders):
@@ -142,7 +144,7 @@ class TensorCollabDataLoaders(DataLoaders):
                 y_dtype=torch.float32, # `torch.bfloat16` halves the memory of the ratings (half stars are exact)
                ):
         "Create `DataLoaders` over tensors from `ratings`, split as `CollabDataLoaders.from_df` splits it."
-        user_name,item_name,rating_name = _check_ratings(ratings, user_name, item_name, rating_name)
+        user_name,item_name,rating_name = _rating_names(ratings, user_name, item_name, rating_name)
         if len(ratings)<2: raise ValueError(f"ratings has {len(ratings)} row(s); need at least 2 to split")
         cat_names = [user_name,item_name]
         trn,val = collab_split(len(ratings), valid_pct, seed)
@@ -159,8 +161,8 @@ class TensorCollabDataLoaders(DataLoaders):
                  user_name=None, item_name=None, rating_name=None, path='.', bs:int=64, val_bs:int|None=None, shuffle:bool=True,
                  replace:bool=False, device=None, idx_dtype=torch.long, y_dtype=torch.float32): # as in `from_df`
         "Create `DataLoaders` over tensors from a given train/valid split (e.g. MovieLens `u1.base` and `u1.test`)."
-        names = _check_ratings(train, user_name, item_name, rating_name, 'train')
-        _check_ratings(valid, *names, what='valid')
+        names = _rating_names(train, user_name, item_name, rating_name, 'train')
+        _rating_names(valid, *names, what='valid')
         cat_names = names[:2]
         classes = {n:collab_vocab(train[n]) for n in cat_names}
         dss = [TensorCollab(torch.stack([collab_codes(df[n], classes[n], idx_dtype) for n in cat_names], 1),
@@ -307,29 +309,22 @@ def fast_embeddings(model:nn.Module, # e.g. `EmbeddingDotBias`, `EmbeddingNN`, o
     return model
 
 # %% ../nbs/ref/02_fastcollab.ipynb
+def keep_freed_memory(limit:int=2**30, # blocks up to this size come from (and return to) the heap, not fresh pages
+                     )->bool: # whether glibc accepted the settings
+    "Let glibc reuse freed large blocks instead of returning them to the OS (`mallopt`): no page faults for per-step tensors."
+    import ctypes, ctypes.util
+    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return False
+    if not hasattr(libc, 'mallopt'): return False
+    M_TRIM_THRESHOLD,M_MMAP_THRESHOLD = -1,-3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2*limit))
+
+# %% ../nbs/ref/02_fastcollab.ipynb
 def synth_ratings(n_users:int=944, n_items:int=1665, n_ratings:int=100_000, # sizes (defaults: MovieLens 100k's)
-                  n_factors:int=8, # rank of the true model
-                  noise:float=0.5, # standard deviation of the rating noise
-                  half_stars:bool=True, # round to 0.5 and clip to [0.5, 5], as MovieLens 25M
-                  alpha:float=0.8, # popularity skew: user/item `k` (random order) is drawn with weight `1/(k+10)**alpha`
-                  seed:int=0, chunk:int=2_000_000, # ratings generated at a time (bounds the temporary memory)
+                  n_factors:int=8, noise:float=0.5, # rank of the true model, std of the rating noise
+                  half_stars:bool=True, # round to 0.5 and clip to [0.5, 5], as MovieLens 25M; False: exact Gaussian noise, no clipping
+                  seed:int=0, **kwargs, # passed to `lowrank_ratings`
                  )->pd.DataFrame: # columns `user`, `item` (int32) and `rating` (float32)
-    "Ratings from a random low-rank model plus noise, with long-tailed user and item popularity."
-    if min(n_users, n_items, n_ratings, n_factors)<1: raise ValueError(f"sizes must be positive: {n_users=}, {n_items=}, {n_ratings=}, {n_factors=}")
-    rng = np.random.default_rng(seed)
-    def _pop(n):
-        w = 1/(np.arange(n)+10.)**alpha
-        return np.cumsum(rng.permutation(w)/w.sum())
-    cu,ci = _pop(n_users),_pop(n_items)
-    s = (0.6/n_factors)**0.25  # factors' std: the dot product has variance about 0.6
-    U,V = rng.normal(0, s, (n_users,n_factors)).astype(np.float32),rng.normal(0, s, (n_items,n_factors)).astype(np.float32)
-    bu,bi = rng.normal(0, 0.35, n_users).astype(np.float32),rng.normal(0, 0.45, n_items).astype(np.float32)
-    users,items,r = np.empty(n_ratings, np.int32),np.empty(n_ratings, np.int32),np.empty(n_ratings, np.float32)
-    for a in range(0, n_ratings, chunk):
-        b = min(a+chunk, n_ratings)
-        u = np.minimum(np.searchsorted(cu, rng.random(b-a)), n_users-1)
-        i = np.minimum(np.searchsorted(ci, rng.random(b-a)), n_items-1)
-        users[a:b],items[a:b] = u,i
-        r[a:b] = 3.5 + bu[u] + bi[i] + np.einsum('ij,ij->i', U[u], V[i]) + rng.normal(0, noise, b-a).astype(np.float32)
-    if half_stars: r = np.clip(np.round(r*2)/2, 0.5, 5.0).astype(np.float32)
-    return pd.DataFrame({'user':users, 'item':items, 'rating':r})
+    "`lowrank_ratings` with MovieLens-25M-like settings and integer ids: the generator the benchmarks use at any size."
+    return lowrank_ratings(n_users, n_items, n_ratings, n_factors=n_factors, noise=noise, half_stars=half_stars,
+                           clip=(0.5, 5.) if half_stars else None, seed=seed, item_name='item', item_fmt=None, **kwargs)

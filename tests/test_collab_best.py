@@ -72,12 +72,22 @@ def test_inner_split_and_search_use_training_rows_only(lowrank, monkeypatch):
     monkeypatch.setattr(CollabData, '__init__', spy)
     tab,(sfit,schk) = search(trn, {'mf': SMALL[:1]}, side=False)
     held, train_ids = set(tst.rid), set(trn.rid)
-    assert len(seen) == 2  # train_best's inner stage and its full stage
+    assert len(seen) == 1  # a one-model recipe: trained on the search's fit rows, scored on its check rows (no blend to fit)
     for a,b in seen: assert a <= train_ids and b <= train_ids and not (a & held) and not (b & held)
-    assert seen[1][1] == set(trn.reset_index(drop=True).rid.iloc[schk.numpy()])  # search scores on its own check rows
+    assert seen[0][1] == set(trn.reset_index(drop=True).rid.iloc[schk.numpy()])  # search scores on its own check rows
     assert tab.recipe.tolist() == ['mf'] and tab.mse[0] > 0
 
 def test_bad_input():
     trn,tst = lesson_split(lowrank_ratings(20, 10), seed=0)
     with pytest.raises(KeyError, match='title'): train_best(trn.drop(columns='title'), tst, side=False)
     with pytest.raises(ValueError, match='kind must be'): train_best(trn, tst, components=[dict(kind='svd')], side=False)
+
+def test_u_autorec_member(lowrank):
+    "U-AutoRec (one input row per user), the fifth member of `BEST`: it learns the low-rank set, and fills unknown users with the mean"
+    trn,tst = lowrank
+    d = CollabData(trn, tst)
+    p = cb.fit_predict(d, 'u-autorec', n_hidden=50, epochs=60)
+    mean_mse = float(((d.yv - d.yt.mean())**2).mean())
+    assert p.shape == (len(tst),) and d.mse(p) < 0.8*mean_mse, (d.mse(p), mean_mse)
+    unk = CollabData(trn, tst.assign(user=10**6))  # users the model never saw
+    torch.testing.assert_close(cb.fit_predict(unk, 'u-autorec', n_hidden=10, epochs=5), torch.full((len(tst),), float(d.yt.mean())))

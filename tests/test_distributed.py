@@ -150,40 +150,28 @@ def test_paddy_metrics_gathered(runs):
     assert len(two['valid']) == 3  # valid_loss, disease_err, variety_err
     torch.testing.assert_close(torch.tensor(two['valid']), torch.tensor(two['whole']), rtol=1e-4, atol=1e-4)
 
-def test_paddy_comparable_error(runs):
-    "40 synthetic images, 2 epochs from scratch: both runs stay near chance; the point is that both finish and agree roughly."
+def test_paddy_trains_in_both(runs):
+    """40 synthetic images, 2 epochs from scratch: too little to learn (both stay at chance, as an untrained model does), so no
+    error rate is compared here; what two processes must match is checked exactly above (gathered predictions and metrics).
+    This checks that both runs trained the same model size on the same data: the same number of training images, finite losses."""
     one, two = load(runs['one'], 'paddy'), load(runs['two'], 'paddy')
     print('paddy valid (loss, disease_err, variety_err): 1 process', one['valid'], '2 processes', two['valid'])
-    assert abs(two['valid'][0] - one['valid'][0]) < 0.5*one['valid'][0]
-    for a, b in zip(one['valid'][1:], two['valid'][1:]): assert abs(a - b) <= 0.5
+    assert one['n_train'] == two['n_train']
+    assert all(v == v and abs(v) < 1e3 for v in one['valid'] + two['valid'])
 
 def test_collab_comparable_error(runs):
     "Same seed, same effective batch (64 = 2 x 32): each global batch holds the same ratings, so 2 processes reproduce 1 process's training."
     one, two = load(runs['one'], 'collab'), load(runs['two'], 'collab')
     mse1, mse2 = [float(((r['preds'].flatten() - r['y'].flatten())**2).mean()) for r in (one, two)]
     print(f'collab valid MSE: 1 process {mse1:.4f}, 2 processes {mse2:.4f}')
-    assert abs(mse2 - mse1) < 0.02*mse1
-    assert mse2 < 0.8*((one['y'] - one['y'].mean())**2).mean()  # and it learned something: better than predicting the mean
-
-CLI_WRAPPER = textwrap.dedent('''
-    "`paddy_collab` with each job's output folder written by the main process only (what `cli.py` does once integrated)."
-    import sys
-    import paddy_collab.cli as cli
-    from paddy_collab.distributed import main_or_scratch
-    _atomic_dir = cli.atomic_dir
-    cli.atomic_dir = lambda path, force=False: main_or_scratch(_atomic_dir(path, force))
-    sys.exit(cli.main())
-''')
-
-def _cli_has(cmd):
-    from paddy_collab import cli
-    return cmd in cli._commands
+    assert abs(mse2 - mse1) < 1e-3  # the notebook's claim: the same MSE to about 4 digits (floating-point order differs)
+    var = float(((one['y'] - one['y'].mean())**2).mean())  # predicting the mean; an untrained model (2.75 everywhere) does worse
+    assert mse2 < 0.5*var and mse1 < 0.5*var  # and it learned: the noise variance is 0.09 of about 1
 
 slow = pytest.mark.skipif('slow' not in os.environ.get('PADDY_TEST_FLAGS', '').split(),
                           reason="slow (a third 2-process launch; the worker's collab run covers the same code): set PADDY_TEST_FLAGS=slow")
 
 @slow
-@pytest.mark.skipif(not _cli_has('train-collab'), reason='the CLI has no train-collab command yet')
 def test_cli_train_collab(tmp_path):
     "`accelerate launch ... paddy_collab.cli train-collab` in 2 processes: one output folder, the files and MSE of a 1-process run."
     import numpy as np, pandas as pd
@@ -193,9 +181,7 @@ def test_cli_train_collab(tmp_path):
     uu, ii = [a.ravel() for a in np.meshgrid(np.arange(100), np.arange(80), indexing='ij')]
     pd.DataFrame(dict(user=uu, item=ii, rating=np.clip(3 + (u[uu]*i[ii]).sum(1) + rng.normal(0, .3, len(uu)), .5, 5))).to_csv(tmp_path/'r.csv', index=False)
     args = ['train-collab', '--ratings', tmp_path/'r.csv', '--item-col', 'item', '--epochs', '2', '--quiet']
-    integrated = 'main_or_scratch' in Path(cli.__file__).read_text()
-    if integrated: prog = ['-m', 'paddy_collab.cli']
-    else: (tmp_path/'cli.py').write_text(CLI_WRAPPER); prog = [tmp_path/'cli.py']
+    prog = ['-m', 'paddy_collab.cli']
     r = launch(prog + args + ['--bs', '32', '--out', tmp_path/'two'], num_processes=2, timeout=600)
     with one_thread(): assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
     one, two = tmp_path/'one', tmp_path/'two'
@@ -206,7 +192,6 @@ def test_cli_train_collab(tmp_path):
     print(f'train-collab valid MSE: 1 process {m1:.4f}, 2 processes {m2:.4f}')
     assert abs(m2 - m1) < 0.02*m1
 
-@pytest.mark.skipif(not _cli_has('train-paddy'), reason='the CLI has no train-paddy command yet')
 def test_cli_train_paddy(tmp_path):
     "`accelerate launch ... paddy_collab.cli train-paddy --multi-target` in 2 processes: one member folder, the files of a 1-process run."
     from paddy_collab import cli
@@ -215,9 +200,7 @@ def test_cli_train_paddy(tmp_path):
     data = synth_paddy(tmp_path/'paddy', n_per_class=4, n_test=6, size=(64, 80))
     args = ['train-paddy', '--data', data, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
             '--n-tta', '1', '--quiet']
-    integrated = 'main_or_scratch' in Path(cli.__file__).read_text()
-    if integrated: prog = ['-m', 'paddy_collab.cli']
-    else: (tmp_path/'cli.py').write_text(CLI_WRAPPER); prog = [tmp_path/'cli.py']
+    prog = ['-m', 'paddy_collab.cli']
     r = launch(prog + args + ['--bs', '8', '--out', tmp_path/'two'], num_processes=2, timeout=600)
     with one_thread(): assert cli.main([str(a) for a in args] + ['--bs', '16', '--out', str(tmp_path/'one')]) == 0
     (m1,), (m2,) = [list(d.iterdir()) for d in (tmp_path/'one', tmp_path/'two')]  # one member folder each
@@ -226,6 +209,15 @@ def test_cli_train_paddy(tmp_path):
     assert r.stdout.count('wrote ') == 4  # model, preds, loss and confusion plots, each announced once
     p1, p2 = load_preds(m1/'preds.npz'), load_preds(m2/'preds.npz')
     assert p2.files == p1.files and [p.shape for p in p2.probs] == [p.shape for p in p1.probs]
+
+def test_selfcheck_two_processes(tmp_path):
+    "`python -m paddy_collab.distributed --selfcheck OUT` in 2 processes: every validation item gathered once, in order (ref/05_distributed)"
+    r = launch(['--selfcheck', tmp_path], num_processes=2, timeout=600)
+    assert 'selfcheck: 37 predictions from 2 process(es)' in r.stdout
+    res = torch.load(tmp_path/'selfcheck.pt', weights_only=False)
+    assert res['world_size'] == 2 and len(res['preds']) == 37
+    torch.testing.assert_close(res['preds'], res['local'], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(res['targs'], res['y'])
 
 def test_failed_launch_reports_output(monkeypatch):
     "A run that fails raises `RuntimeError` with the end of its output (here a stand-in command, not a real launch: 2 processes cost seconds)."

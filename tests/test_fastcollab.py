@@ -4,7 +4,7 @@ import numpy as np, pandas as pd, pytest, torch
 from fastai.basics import set_seed, RandomSplitter, range_of, Learner, MSELossFlat, load_learner, Adam
 from fastai.callback.training import GradientAccumulation
 from fastai.collab import CollabDataLoaders, collab_learner, EmbeddingDotBias
-from paddy_collab.core import ml100k_path
+from paddy_collab.collab_data import load_movielens
 from paddy_collab.fastcollab import (TensorCollabDataLoaders, fast_collab_dls, fast_collab_learner, LeanLearner, collab_split,
                                      synth_ratings, adamw_fused, lazy_adamw, fast_embeddings, FastEmbedding)
 
@@ -15,11 +15,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 @pytest.fixture(scope='module')
-def ml100k():
-    path = ml100k_path()
-    ratings = pd.read_csv(path/'u.data', delimiter='\t', header=None, names=['user','movie','rating','timestamp'])
-    movies = pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', usecols=(0,1), names=('movie','title'), header=None)
-    return ratings.merge(movies)
+def ml100k(): return load_movielens()
 
 def same_split(df, torch_seed=None, **kw):
     "Assert stock and fast `DataLoaders` agree on vocab, rows (in order), indices and ratings"
@@ -147,7 +143,7 @@ def test_bad_input():
     with pytest.raises(KeyError, match="'rating_x'"): fast_collab_dls(df, rating_name='rating_x')
     with pytest.raises(ValueError, match='user, an item and a rating'): fast_collab_dls(df[['user','item']])
     with pytest.raises(TypeError, match='must be numeric'): fast_collab_dls(df.assign(rating='good'))
-    with pytest.raises(ValueError, match='missing value'): fast_collab_dls(df.assign(rating=np.where(df.index==3, np.nan, df.rating)))
+    with pytest.raises(ValueError, match='NaN rating'): fast_collab_dls(df.assign(rating=np.where(df.index==3, np.nan, df.rating)))
     with pytest.raises(ValueError, match='at least 2'): fast_collab_dls(df.head(1))
     with pytest.raises(TypeError, match='DataFrame'): fast_collab_dls(df.values)
     with pytest.raises(KeyError, match='test_items'): fast_collab_dls(df, seed=0).test_dl(df[['user']])
