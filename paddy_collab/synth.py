@@ -48,8 +48,8 @@ def _lesions(rng, img:Image.Image, disease:int):
     d = ImageDraw.Draw(img)
     col = tuple(int(np.clip(c * rng.uniform(0.85, 1.15), 0, 255)) for c in _lesion_rgb[disease])
     shape = _lesion_shape[disease]
-    for _ in range(rng.integers(4, 9)):
-        s = w * rng.uniform(0.04, 0.09)
+    for _ in range(rng.integers(6, 10)):
+        s = w * rng.uniform(0.08, 0.14)
         x, y = rng.uniform(0.1*w, 0.9*w), rng.uniform(0.1*h, 0.9*h)
         if shape == 'streak': d.rectangle([x - s/3, y - 3*s, x + s/3, y + 3*s], fill=col)
         elif shape == 'blob': d.ellipse([x - 1.6*s, y - s, x + 1.6*s, y + s], fill=col)

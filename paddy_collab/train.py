@@ -292,5 +292,5 @@ def lesson_cfg(scale:str|None=None, # 'full', 'cpu' or 'tiny'; default `paddy_sc
     "The lesson's training configuration at `scale`: convnext_small on a GPU, a small ResNet from scratch on a CPU."
     from fastai.vision.augment import Resize
     return by_scale(full=dict(arch='convnext_small.fb_in22k', size=128, item=None, epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True),
-                    cpu=dict(arch='resnet10t', size=48, item=Resize(64, method='squish'), epochs=8, bs=32, lr=0.01, pretrained=False, finetune=False),
+                    cpu=dict(arch='resnet10t', size=48, item=Resize(64, method='squish'), epochs=6, bs=32, lr=0.01, pretrained=False, finetune=False),
                     tiny=dict(arch='test_resnet', size=32, item=None, epochs=1, bs=16, lr=0.01, pretrained=False, finetune=False), scale=scale)
