@@ -86,8 +86,9 @@ def run_everything(kenv, tmp_path):
     nb = tmp_path/'nb.ipynb'
     nb.write_text(json.dumps({'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'markdown', 'metadata': {}, 'source': '# A notebook title'}]}))
     print(pk.kernel_files(nb, tmp_path/'k', 'standin-user', comp=COMP), pk.clean_nb(json.loads(nb.read_text())), pk.nb_title(json.loads(nb.read_text())))
+    kenv.datasets['standin-user/paddy-collab-wheels'] = {}  # pushed before: push_notebook waits for it to be ready
     print(pk.push_notebook(nb, comp=COMP, wheel_ds='standin-user/paddy-collab-wheels'))
-    kenv.fail('SaveKernel', 500); expect_fail(pk.push_notebook, nb)
+    kenv.fail('SaveKernel', 500); expect_fail(pk.push_notebook, nb, wheel_ds='')
     print(pk.push_wheel_dataset(slug='secret-scan-wheels'))
     kenv.fail('upload', 'close'); expect_fail(pk.push_wheel_dataset, slug='secret-scan-other')
     pd.read_csv(p/'sample_submission.csv').to_csv(tmp_path/'sub.csv', index=False)
