@@ -299,6 +299,9 @@ def _train_collab(p):
     def job(a):
         if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
         df, src = _read_ratings(a)
+        if a.model == 'ce' and not df[a.rating_col].isin([1, 2, 3, 4, 5]).all():  # five classes: whole stars 1 to 5
+            bad = sorted(set(df[a.rating_col].unique()) - {1, 2, 3, 4, 5})
+            raise UsageError(f"--model ce predicts whole stars 1 to 5 as five classes, but {a.rating_col} also holds {bad[:5]}: use another --model")
         out = Path(a.out)
         from paddy_collab.distributed import main_or_scratch
         with main_or_scratch(atomic_dir(out, a.force)) as tmp, _restore_threads():

@@ -21,6 +21,16 @@ def ratings(tmp_path_factory):
     df.to_csv(f, index=False)
     return f, float(df.rating.var())
 
+@pytest.fixture(scope='module')
+def stars(tmp_path_factory):
+    "The same model's ratings rounded to whole stars 1 to 5, as the 5-class `ce` model needs"
+    from paddy_collab.collab import lowrank_ratings
+    df = lowrank_ratings(n_users=60, n_items=40, density=0.8, seed=0)
+    df['rating'] = df.rating.clip(1, 5).round()
+    f = tmp_path_factory.mktemp('stars')/'r.csv'
+    df.to_csv(f, index=False)
+    return f, float(df.rating.var())
+
 def train_collab(ratings, out, *extra):
     f, var = ratings
     so = ok('train-collab', '--ratings', f, '--epochs', 4, '--lr', 0.05, '--bs', 32, '--out', out, '--quiet', *extra)
@@ -36,13 +46,20 @@ def test_no_fast(ratings, tmp_path):
     assert abs(mse - fmse) < 0.25*var        # two samplings of the same split, same model: about the same result
 
 @pytest.mark.parametrize('model', ['dot', 'fastai', 'nn', 'fastai_nn', 'ce'])
-def test_models(ratings, tmp_path, model):
-    "Every `--model` trains, saves and reports a valid MSE below what the mean predicts"
-    mse, var, so = train_collab(ratings, tmp_path/model, '--model', model)
+def test_models(ratings, stars, tmp_path, model):
+    "Every `--model` trains, saves and reports a valid MSE below what the mean predicts (`ce`, five classes, on whole stars)"
+    mse, var, so = train_collab(stars if model == 'ce' else ratings, tmp_path/model, '--model', model)
     print(f'{model}: valid MSE {mse:.4f} (variance {var:.4f})')
     m = json.loads((tmp_path/model/'paddy_collab.json').read_text())
     assert m['model'] == model and (tmp_path/model/'model.pkl').exists()
     assert mse < 0.9*var
+
+def test_ce_needs_whole_stars(ratings, tmp_path):
+    "`--model ce` on half stars is a user error, said in one line, not a traceback from inside the loss"
+    r = subprocess.run([sys.executable, '-m', 'paddy_collab.cli', 'train-collab', '--ratings', str(ratings[0]), '--model', 'ce', '--out', str(tmp_path/'ce')],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and 'whole stars 1 to 5' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'ce').exists()
 
 @pytest.fixture(scope='module')
 def paddy(tmp_path_factory):
