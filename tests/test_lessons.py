@@ -9,7 +9,7 @@ LESSONS = sorted(NBS.glob('[0-9]*.ipynb'))
 REFERENCE = sorted((NBS/'ref').glob('[0-9]*.ipynb'))
 
 _shows = re.compile(r'\.(show_batch|show_results|plot_loss|plot_confusion_matrix|plot_top_losses|plot_\w+)\(|\bplt\.\w+\(|\.plot\(|\bdisplay\(')
-_skip = re.compile(r'^#\|\s*(eval:\s*false|hide\b)', re.M)
+_skip = re.compile(r'^#\|\s*(eval:\s*false|hide\b|export)', re.M)  # exported cells define code: they display nothing
 _frame_calls = ('head', 'tail', 'describe', 'sample', 'DataFrame', 'value_counts', 'to_frame', 'crosstab', 'pivot_table')
 
 def _value_shown(src:str)->bool:
@@ -46,7 +46,7 @@ def test_display_check_catches_missing_output(tmp_path):
     def cell(src, outputs=()): return dict(cell_type='code', source=src, outputs=list(outputs), metadata={}, execution_count=None)
     out = [dict(output_type='display_data', data={'text/plain': 'x'}, metadata={})]
     cells = [cell('dls.show_batch()'), cell('plt.bar(x, y)'), cell('df = load()\ndf.head()'), cell('df'), cell('#| hide\ndls.show_batch()'),
-             cell('x = 1'), cell('test_eq(1, 1)'), cell('learn.show_results()', out), cell('print(1)')]
+             cell('x = 1'), cell('test_eq(1, 1)'), cell('#| export\ndef plot_it(ax): ax.plot([1])'), cell('learn.show_results()', out), cell('print(1)')]
     (tmp_path/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
     assert display_cells_without_output(tmp_path/'nb.ipynb') == [0, 1, 2, 3]
 
