@@ -208,7 +208,7 @@ def sec_train(cfg, state)->dict:
 def sec_accum(cfg, state)->dict:
     "The lesson's memory per `accum` table on this device, and the accum `auto_accum` picks (whole GPU, and a 16 GB Kaggle GPU)."
     import torch
-    from paddy_collab.train import step_mem, auto_accum, find_accum
+    from paddy_collab.memory import step_mem, auto_accum, fitting_accum
     arch, size, bs = cfg['accum_arch'], cfg['accum_size'], 64
     table = {}
     for a in (1, 2, 4):
@@ -222,7 +222,9 @@ def sec_accum(cfg, state)->dict:
     if torch.cuda.is_available(): r['free_gib'] = gib(torch.cuda.mem_get_info()[0])
     budget = 0.9*cfg['kaggle_gib']*2**30
     if not torch.cuda.is_available(): budget = (table[1]['total_gib'] + table[2]['total_gib'])/2*2**30  # dry run: a budget that needs accum 2
-    r['budget_gib'], r['accum_for_budget'] = gib(budget), find_accum(lambda b: step_mem(arch, size, b)['total'], budget, bs)
+    def within_budget(b):  # a step that runs out of memory, as on a GPU of that size, when it needs more than the budget
+        if step_mem(arch, size, b)['total'] > budget: raise RuntimeError(f'CUDA out of memory. (over the {gib(budget):.1f} GiB budget)')
+    r['budget_gib'], r['accum_for_budget'] = gib(budget), fitting_accum(within_budget, bs)
     print(f"  auto_accum({arch!r}, {size}) on this device: {r['auto_accum']}; within {r['budget_gib']:.1f} GiB: {r['accum_for_budget']}", flush=True)
     return r
 

@@ -4,12 +4,13 @@
 
 # %% ../nbs/02_paddy_data.ipynb 2
 from __future__ import annotations
-import os, sys, hashlib, functools
+import os, sys, functools
 from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
 from PIL import Image
 from .core import *  # first: it silences torch's jit warning before fastai is imported
+from .paddy_checks import *  # check_paddy, PaddyReport, get_test_files: see ref/11_paddy_checks
 from fastcore.basics import ifnone
 from fastcore.foundation import L
 from fastai.data.core import DataLoaders
@@ -19,8 +20,8 @@ from fastai.vision.data import ImageBlock
 # fastai.vision.augment (Resize, aug_transforms) imports torchvision, about 2 s: it is imported where it is used
 
 # %% auto 0
-__all__ = ['paddy_scales', 'tiny_synth', 'paddy_cols', 'paddy_scale', 'by_scale', 'lesson_path', 'PaddyReport', 'check_paddy',
-           'get_test_files', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_dls', 'paddy_test_dl']
+__all__ = ['paddy_scales', 'tiny_synth', 'paddy_scale', 'by_scale', 'lesson_path', 'get_variety', 'paddy_item_tfms',
+           'paddy_block', 'paddy_dls', 'paddy_test_dl']
 
 # %% ../nbs/02_paddy_data.ipynb
 paddy_scales = ('full', 'cpu', 'tiny')
@@ -54,110 +55,6 @@ def lesson_path(scale:str|None=None, # default `paddy_scale()`
         from .kaggle import paddy_path  # the Kaggle plumbing, needed only for the full run
         return paddy_path()
     return cached_synth(solution=True, **({} if scale == 'cpu' else tiny_synth))  # `solution.csv`: the test labels, to score submissions
-
-# %% ../nbs/02_paddy_data.ipynb
-paddy_cols = ['image_id', 'label', 'variety', 'age']
-
-@dataclass
-class PaddyReport:
-    "What `check_paddy` found in a competition folder."
-    path: Path
-    train_files: L  # readable training images, sorted
-    test_files: L  # test images, sorted
-    diseases: list  # sorted disease labels (train.csv's `label`)
-    varieties: list  # sorted rice varieties
-    skipped: list = field(default_factory=list)  # (file, reason) for training images that could not be read
-    def __repr__(self):
-        s = (f"PaddyReport({self.path}: {len(self.train_files)} training images in {len(self.diseases)} diseases, "
-             f"{len(self.varieties)} varieties; {len(self.test_files)} test images")
-        return s + (f"; skipped {len(self.skipped)} unreadable: {[str(f) for f,_ in self.skipped[:5]]})" if self.skipped else ")")
-
-# %% ../nbs/02_paddy_data.ipynb
-def _few(xs, n=5):
-    "The first `n` of `xs` and how many more, for error messages."
-    xs = [str(x) for x in xs]
-    return str(xs[:n]) + (f" and {len(xs)-n} more" if len(xs) > n else "")
-
-def _unreadable(fn, decode:bool=True)->str|None:
-    "Why image `fn` cannot be read, or None if it can."
-    try:
-        with Image.open(fn) as im:
-            if not decode: return None
-            im.draft('RGB', (max(1, im.width//8), max(1, im.height//8)))  # JPEG decodes at 1/8 scale, reading every byte: fast, and still catches truncation
-            im.load()
-    except Exception as e: return f"{type(e).__name__}: {e}"
-    return None
-
-def _read_train_csv(csv:Path)->pd.DataFrame:
-    try: df = pd.read_csv(csv, dtype=str)
-    except pd.errors.EmptyDataError: raise ValueError(f"{csv} is empty; expected columns {paddy_cols}") from None
-    except pd.errors.ParserError as e: raise ValueError(f"{csv} is not a valid CSV: {e}") from None
-    check_columns(df, paddy_cols, str(csv))
-    for c in ['image_id', 'label', 'variety']:
-        bad = df.index[df[c].isna() | (df[c].str.strip() == '')]
-        if len(bad): raise ValueError(f"{csv}: column {c!r} is empty on line(s) {_few(bad + 2)}")
-    dup = df.image_id[df.image_id.duplicated()]
-    if len(dup): raise ValueError(f"{csv}: image_id(s) listed more than once: {_few(dup.unique())}")
-    return df
-
-# %% ../nbs/02_paddy_data.ipynb
-def check_paddy(path, # the competition folder: `train.csv`, `train_images/`, `test_images/`
-                decode:bool=True, # decode every image to find corrupt or truncated files (about 3 ms a 480x640 JPEG); False only opens their headers
-                test:bool=True, # also check `test_images/`
-                bad_images:str='skip', # unreadable training images: 'skip' them, printing one line each, or 'raise' an error
-               )->PaddyReport:
-    "Check a Paddy Doctor folder; raise an error naming the file, column or value at fault, else report what is there."
-    path = Path(path)
-    if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder; expected the competition folder holding train.csv, train_images/ and test_images/")
-    csv, trn = path/'train.csv', path/'train_images'
-    for p in (csv, trn):
-        if not p.exists(): raise FileNotFoundError(f"{p} not found; a Paddy Doctor folder holds train.csv, train_images/<disease>/*.jpg and test_images/*.jpg")
-    df = _read_train_csv(csv)
-    stray = [p for p in trn.iterdir() if not p.name.startswith('.') and not p.is_dir()]
-    if stray: raise ValueError(f"{trn} should hold only one folder per disease, but holds file(s) {_few(stray)}")
-    folders = sorted(p for p in trn.iterdir() if p.is_dir() and not p.name.startswith('.'))
-    if not folders: raise ValueError(f"{trn} holds no disease folders")
-    files = get_image_files(trn).sorted()
-    deep = [f for f in files if f.parent.parent != trn]
-    if deep: raise ValueError(f"images must sit directly in train_images/<disease>/, but found {_few(deep)}")
-    empty = [d for d in folders if not any(f.parent == d for f in files)]
-    if empty: raise ValueError(f"empty class folder(s) {_few(empty)}: each disease folder must hold at least one image (remove the folder or add its images)")
-    by_name = {}
-    for f in files:
-        if f.name in by_name: raise ValueError(f"{f.name} is in two folders: {by_name[f.name]} and {f}")
-        by_name[f.name] = f
-    ids = set(df.image_id)
-    not_in_csv = [f for f in files if f.name not in ids]
-    if not_in_csv: raise ValueError(f"{len(not_in_csv)} image(s) in {trn} are not in {csv}: {_few(not_in_csv)}")
-    no_file = df.image_id[~df.image_id.isin(by_name)]
-    if len(no_file): raise ValueError(f"{len(no_file)} image_id(s) in {csv} have no file in {trn}/<label>/: {_few(no_file)}")
-    folder_of = df.image_id.map(lambda i: by_name[i].parent.name)
-    wrong = df[df.label != folder_of]
-    if len(wrong):
-        r = wrong.iloc[0]
-        raise ValueError(f"{len(wrong)} label(s) in {csv} disagree with the image's folder, e.g. {r.image_id}: label {r.label!r} "
-                         f"but it is in {by_name[r.image_id].parent}; all: {_few(wrong.image_id)}")
-    if bad_images not in ('skip', 'raise'): raise ValueError(f"bad_images must be 'skip' or 'raise', got {bad_images!r}")
-    skipped = [(f, why) for f in files if (why := _unreadable(f, decode))]
-    if skipped and bad_images == 'raise':
-        raise ValueError(f"{len(skipped)} unreadable training image(s): {_few(f'{f} ({why})' for f,why in skipped)}; replace or remove them, or pass bad_images='skip'")
-    for f, why in skipped: print(f"check_paddy: skipping unreadable training image {f} ({why})", file=sys.stderr)
-    bad = {f for f,_ in skipped}
-    tst_files = L()
-    if test: 
-        tst_files = get_test_files(path)
-        bad_tst = [(f, why) for f in tst_files if (why := _unreadable(f, decode))]
-        if bad_tst: raise ValueError(f"unreadable test image(s) {_few(f'{f.name} ({why})' for f,why in bad_tst)}: a submission needs every test image, so replace them")
-    return PaddyReport(path, L(f for f in files if f not in bad), tst_files, sorted(df.label.unique()), sorted(df.variety.unique()), skipped)
-
-def get_test_files(path, # the competition folder
-                  )->L: # its `test_images/` files, sorted by name: the order of every prediction set
-    "The test images of competition folder `path`, sorted."
-    tst = Path(path)/'test_images'
-    if not tst.is_dir(): raise FileNotFoundError(f"{tst} not found; expected the test images there")
-    files = get_image_files(tst, recurse=False).sorted()
-    if not files: raise ValueError(f"{tst} holds no images (.jpg, .png, ...)")
-    return files
 
 # %% ../nbs/02_paddy_data.ipynb
 @functools.lru_cache(maxsize=8)
@@ -202,20 +99,6 @@ def paddy_block(report:PaddyReport, # from `check_paddy`: the vocabularies
                      batch_tfms=ifnone(batch_tfms, aug_transforms(size=size, min_scale=min_scale)))
 
 # %% ../nbs/02_paddy_data.ipynb
-_reports = {}
-def _cached_check(path:Path, bad_images:str='skip')->PaddyReport:
-    "`check_paddy(path, test=False)`, cached until a file under `path` changes (decoding 10,000 photos for every model of an ensemble takes long)."
-    stats = []
-    for root, ds, fs in os.walk(path/'train_images'):
-        ds.sort()
-        for f in sorted(fs):
-            s = os.stat(os.path.join(root, f)); stats.append(f"{root}/{f}:{s.st_size}:{s.st_mtime_ns}")
-    s = os.stat(path/'train.csv') if (path/'train.csv').exists() else None
-    key = (str(path.resolve()), bad_images, s and (s.st_size, s.st_mtime_ns), hashlib.md5('\n'.join(stats).encode()).hexdigest())
-    if key not in _reports: _reports[key] = check_paddy(path, test=False, bad_images=bad_images)
-    return _reports[key]
-
-# %% ../nbs/02_paddy_data.ipynb
 def paddy_dls(path, # the competition folder (real or synthetic)
               size=128, # final image size: an int or (height, width)
               item_tfms=None, # default `paddy_item_tfms(size)`
@@ -225,17 +108,14 @@ def paddy_dls(path, # the competition folder (real or synthetic)
               valid_pct:float=0.2, # share of images in the validation set
               num_workers:int=0, # DataLoader worker processes
               min_scale:float=0.75, # smallest crop `aug_transforms` takes
-              check=True, # True: `check_paddy` first (cached); a `PaddyReport` to reuse; False: trust the folder
+              check=True, # True: `check_paddy` first; a `PaddyReport` to reuse (an ensemble checks the folder once); False: trust the folder
               bad_images:str='skip', # unreadable training images: 'skip' (one line each) or 'raise', as in `check_paddy`
               **kwargs, # passed to `DataBlock.dataloaders` (e.g. `device`, `batch_tfms` goes to `paddy_block`)
              )->DataLoaders:
     "`DataLoaders` over the training images of competition folder `path`, with the same validation split for the same `seed`."
     path = Path(path)
     if isinstance(check, PaddyReport): report = check
-    elif check: report = _cached_check(path, bad_images)
-    else:
-        df = _read_train_csv(path/'train.csv')
-        report = PaddyReport(path, get_image_files(path/'train_images').sorted(), L(), sorted(df.label.unique()), sorted(df.variety.unique()))
+    else: report = check_paddy(path, test=False, bad_images=bad_images) if check else paddy_report(path)
     db = paddy_block(report, multi_target=multi_target, size=size, item_tfms=item_tfms, seed=seed, valid_pct=valid_pct,
                      min_scale=min_scale, batch_tfms=kwargs.pop('batch_tfms', None))
     n_train = len(report.train_files) - int(valid_pct*len(report.train_files))  # as `RandomSplitter` splits

@@ -5,7 +5,7 @@
 # %% ../nbs/04_train.ipynb 2
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-import os, gc, contextlib, difflib, warnings
+import contextlib, difflib, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -23,10 +23,11 @@ from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 from .paddy_data import *
 from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/08_heads
+from .hub import *  # pretrained_kwargs: see ref/09_hub
+from .memory import *  # auto_accum: see ref/10_memory
 
 # %% auto 0
-__all__ = ['hub_url', 'PredSet', 'check_arch', 'cached_weights', 'pretrained_kwargs', 'accum_setup', 'set_precision', 'step_mem',
-           'find_accum', 'auto_accum', 'HeadInterpretation', 'train', 'lesson_cfg']
+__all__ = ['PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'train', 'lesson_cfg']
 
 # %% ../nbs/04_train.ipynb
 @dataclass
@@ -79,38 +80,6 @@ def check_arch(arch:str, # a timm model name, optionally with a pretrained tag: 
     raise ValueError(f"timm {timm.__version__} has no {'pretrained model' if '.' in arch and pretrained else 'architecture'} {arch!r}{hint}")
 
 # %% ../nbs/04_train.ipynb
-hub_url = 'https://huggingface.co'
-
-def cached_weights(arch:str)->Path|None:
-    "The file holding `arch`'s pretrained weights if it is in the Hugging Face (or torch hub) cache, else None."
-    from timm.models import get_pretrained_cfg
-    cfg = get_pretrained_cfg(arch)
-    if cfg is None: return None
-    if cfg.file and Path(cfg.file).exists(): return Path(cfg.file)
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-        repo, _, rev = cfg.hf_hub_id.partition('@')
-        for fn in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']):
-            p = try_to_load_from_cache(repo, fn, revision=rev or None)
-            if isinstance(p, str): return Path(p)
-    if cfg.url:
-        p = Path(torch.hub.get_dir())/'checkpoints'/cfg.url.split('/')[-1]
-        if p.exists(): return p
-    return None
-
-def pretrained_kwargs(arch:str, # a timm model name
-                      timeout:float=3., # seconds to wait for the hub to answer
-                     )->dict: # extra arguments for `timm.create_model` (through `vision_learner`)
-    "Where timm should load `arch`'s weights from; a `RuntimeError` at once if they are neither cached nor downloadable."
-    f = cached_weights(arch)
-    if f is not None: return dict(pretrained_cfg_overlay=dict(file=str(f)))
-    why = ('HF_HUB_OFFLINE is set' if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
-           else None if can_reach(hub_url, timeout) else f'{hub_url} cannot be reached within {timeout:g}s')
-    if why: raise RuntimeError(f"pretrained weights for {arch!r} are not in the cache and {why}: connect once to download them "
-                               f"(or copy them into {os.environ.get('HF_HOME', '~/.cache/huggingface')}), or pass pretrained=False to train from scratch")
-    return {}
-
-# %% ../nbs/04_train.ipynb
 def accum_setup(accum:int=1, # number of batches whose gradients are added up before each step
                 bs:int=64, # effective batch size: samples per optimizer step
                )->tuple: # (batch size to load, callbacks)
@@ -145,67 +114,6 @@ def set_precision(learn, # a `Learner`
     return precision
 
 # %% ../nbs/04_train.ipynb
-def step_mem(arch:str, # a timm model name (built with random weights: nothing is downloaded)
-             size=224, # image size: an int or (height, width)
-             bs:int=64, # images per batch
-             n_out:int=10, # outputs
-             device=None, # default: CUDA if available, else CPU
-             precision:str='fp16', # on CUDA: 'fp16', 'bf16' or 'fp32'
-            )->dict: # bytes: params, grads, optimizer (Adam), activations and their total
-    "Memory one training step of `arch` at `size` with batches of `bs` takes: measured peak on CUDA, else counted."
-    import timm
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model = timm.create_model(arch, pretrained=False, num_classes=n_out).to(device).train()
-    h, w = (size, size) if isinstance(size, int) else size
-    x, y = torch.randn(bs, 3, h, w, device=device), torch.randint(0, n_out, (bs,), device=device)
-    n = sum(p.numel()*p.element_size() for p in model.parameters())
-    res = dict(params=n, grads=n, optimizer=2*n)
-    if device.type == 'cuda':
-        opt = torch.optim.Adam(model.parameters())
-        torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.autocast('cuda', dtype=torch.bfloat16 if precision == 'bf16' else torch.float16, enabled=precision != 'fp32'):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward(); opt.step(); torch.cuda.synchronize(device)
-        res['total'] = torch.cuda.max_memory_allocated(device) - base + n
-        res['activations'] = max(0, res['total'] - 4*n)
-        del model, opt, loss, x; gc.collect(); torch.cuda.empty_cache()
-        return res
-    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in skip: saved[st.data_ptr()] = st.nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): F.cross_entropy(model(x), y)
-    res['activations'] = sum(saved.values())
-    res['total'] = 4*n + res['activations']
-    return res
-
-def find_accum(measure, # `measure(bs)` gives the bytes a step with batches of `bs` needs
-               budget:float, # bytes available
-               bs:int=64, # effective batch size
-               accums=(1, 2, 4, 8, 16, 32, 64), # candidates, smallest first
-              )->int:
-    "The smallest `accum` in `accums` whose batches of `bs//accum` fit in `budget` bytes."
-    for a in accums:
-        if a > bs: break
-        m = measure(bs//a)
-        if m <= budget: return a
-    raise ValueError(f"even accum={a} (batches of {bs//a}) needs {m/2**20:,.0f} MiB, over the budget of {budget/2**20:,.0f} MiB: use a smaller size or model")
-
-def auto_accum(arch:str, # a timm model name
-               size=224, # image size
-               budget:float|None=None, # bytes; default 90% of the GPU's free memory
-               bs:int=64, # effective batch size
-               precision:str='fp16', # as in `step_mem`
-              )->int:
-    "The smallest `accum` with which `arch` at `size` trains within `budget` on this GPU; 1 without CUDA (no GPU memory to fit)."
-    if not torch.cuda.is_available(): return 1
-    if budget is None: budget = 0.9*torch.cuda.mem_get_info()[0]
-    return find_accum(lambda b: step_mem(arch, size, b, precision=precision)['total'], budget, bs)
-
-# %% ../nbs/04_train.ipynb
 class HeadInterpretation(ClassificationInterpretation):
     "`ClassificationInterpretation` of head `head` of a multi-target learner (the usual one for a single target)."
     def __init__(self, learn, dl, losses, act=None, head:int=0):
@@ -229,68 +137,81 @@ class HeadInterpretation(ClassificationInterpretation):
         return to_np(((d == x[:, None]) & (t == x[:, None, None])).long().sum(2))
 
 # %% ../nbs/04_train.ipynb
+def _head_kwargs(dls, multi:bool)->dict:
+    "`vision_learner` arguments for one head (`error_rate`) or two (`MultiTargetLoss`, an error rate per head)."
+    if not multi: return dict(metrics=error_rate)
+    loss = MultiTargetLoss.from_dls(dls)
+    return dict(loss_func=loss, n_out=sum(loss.n_out), metrics=head_metrics(dls))
+
+def _fit(learn, finetune:bool, epochs:int, lr:float):
+    "The lesson's two branches: `fine_tune` (pretrained), or `unfreeze` + `fit_one_cycle` (from scratch)."
+    if finetune: return learn.fine_tune(epochs, lr)
+    learn.unfreeze()
+    learn.fit_one_cycle(epochs, lr)
+
+def _test_probs(learn, tst_dl, n_tta:int):
+    "Probabilities on `tst_dl` (TTA if `n_tta`), keeping the training history for `plot_loss` (`tta` runs `before_fit`, which resets the recorder)."
+    rec = learn.recorder
+    hist = {k: getattr(rec, k) for k in ('lrs', 'iters', 'losses', 'values', 'metric_names')}
+    probs = multi_tta(learn, dl=tst_dl, n=n_tta)[0] if n_tta else learn.get_preds(dl=tst_dl)[0]
+    for k, v in hist.items(): setattr(rec, k, v)
+    return probs
+
+def _pred_set(learn, probs, tst_dl, multi:bool, **meta)->PredSet:
+    "`probs` as a `PredSet`: a tensor per head, with the vocabularies, the test file names, and how it was made (with the final validation figures)."
+    rec = learn.recorder
+    valid = {k: None if v is None else float(v) for k, v in zip(rec.metric_names[1:-1], rec.values[-1])} if rec.values else {}
+    resize = learn.dls.after_item.fs.filter(lambda t: t.name.startswith('Resize'))  # what `item_tfms` (or its default) resized with
+    meta['item_tfms'] = repr(resize or meta.get('item_tfms'))
+    return PredSet(list(probs) if multi else [probs], list(learn.dls.vocab) if multi else [learn.dls.vocab], [f.name for f in tst_dl.items],
+                   ['disease', 'variety'] if multi else ['disease'], meta | dict(valid=valid))
+
 def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ...)
           size=224, # final image size (int or (height, width)), as in `aug_transforms(size=...)`
-          item=None, # item transform; default `paddy_item_tfms(size)`: the lesson's `Resize(480, method='squish')` at 224, scaled with `size`
+          item_tfms=None, # the lesson's `item`; default `paddy_item_tfms(size)`: `Resize(480, method='squish')` at 224, scaled with `size`
           accum:int|str=1, # batches per optimizer step (the batch loaded is `bs//accum`); 'auto': the smallest that fits the GPU
           finetune:bool=True, # `fine_tune` (freeze, then unfreeze) if True, else `unfreeze` + `fit_one_cycle`
           epochs:int=12, # epochs (after the frozen one if `finetune`)
-          path=None, # the competition folder (real or synthetic); required
+          path=None, # the competition folder (real or synthetic); or pass `dls`
+          dls=None, # `paddy_dls` loaders (batches of `bs//accum`) instead of building them from `path`
           pretrained:bool=True, # start from timm's pretrained weights (cached, or downloaded if the hub answers)
-          seed:int=42, # seeds the train/valid split (keep it fixed across an ensemble) and the training run
-          multi_target:bool=False, # predict (disease, variety) with a `MultiTargetLoss`
+          seed:int=42, # seeds the train/valid split (keep it fixed to compare settings) and the training run
+          multi_target:bool=False, # predict (disease, variety) with a `MultiTargetLoss` (with `dls`: as they were built)
           lr:float=0.01, # learning rate (`base_lr` of `fine_tune`)
           bs:int=64, # effective batch size: samples per optimizer step
           n_tta:int=4, # augmented passes for `tta`; 0: plain predictions
           precision:str='auto', # see `set_precision`
-          num_workers:int=0, # DataLoader workers
-          hub_timeout:float=3., # seconds to wait for the Hugging Face hub when weights are not cached
+          num_workers:int=0, # DataLoader worker processes
+          check=True, # passed to `paddy_dls`: a `PaddyReport` lets an ensemble check the folder once
           return_learner:bool=False, # also return the trained `Learner`
           cbs=None, # extra callbacks
           show:bool=True, # show fastai's progress bar and table
           **kwargs, # passed to `vision_learner` (e.g. `loss_func`, `metrics`, `wd`)
          ): # a `PredSet` on `get_test_files(path)`; `(PredSet, Learner)` if `return_learner`
-    "The lesson's `train`: fit `arch` on the Paddy folder `path`, then predict the sorted test images with TTA."
-    if path is None: raise ValueError("pass path=, the competition folder (train_images/, train.csv, test_images/)")
-    path = Path(path)
+    "The lesson's `train`: fit `arch` on the Paddy folder `path` (or `dls`), then predict the sorted test images with TTA."
+    if path is None and dls is None: raise ValueError("pass path=, the competition folder (train_images/, train.csv, test_images/), or dls=")
     check_arch(arch, pretrained)
-    model_kw = pretrained_kwargs(arch, hub_timeout) if pretrained else {}
-    tst_files = get_test_files(path)  # fail before training, not after
+    model_kw = pretrained_kwargs(arch) if pretrained else {}  # fails at once when the weights cannot be had
     if accum == 'auto': accum = auto_accum(arch, size, bs=bs)
-    set_seed(seed)
     bs_, acc_cbs = accum_setup(accum, bs)
-    dls = paddy_dls(path, size=size, item_tfms=item, bs=bs_, seed=seed, multi_target=multi_target, num_workers=num_workers)
-    if multi_target:
-        loss = MultiTargetLoss.from_dls(dls)
-        kwargs = dict(loss_func=loss, n_out=sum(loss.n_out), metrics=head_metrics(dls)) | kwargs
-    else: kwargs = dict(metrics=error_rate) | kwargs
-    learn = vision_learner(dls, arch, pretrained=pretrained, cbs=acc_cbs + list(ifnone(cbs, [])), **model_kw, **kwargs)
+    set_seed(seed)
+    if dls is None: dls = paddy_dls(path, size=size, item_tfms=item_tfms, bs=bs_, seed=seed, multi_target=multi_target,
+                                    num_workers=num_workers, check=check)
+    multi, tst_dl = hasattr(dls.vocab[0], 'o2i'), paddy_test_dl(dls, ifnone(path, dls.report.path))  # two vocabularies: two heads
+    learn = vision_learner(dls, arch, pretrained=pretrained, cbs=acc_cbs + list(ifnone(cbs, [])), **model_kw, **(_head_kwargs(dls, multi) | kwargs))
     prec = set_precision(learn, precision)
     with (contextlib.nullcontext() if show else learn.no_bar()), (contextlib.nullcontext() if show else learn.no_logging()):
-        if finetune: learn.fine_tune(epochs, lr)
-        else:
-            learn.unfreeze()
-            learn.fit_one_cycle(epochs, lr)
-        rec = learn.recorder
-        valid = {k: None if v is None else float(v) for k, v in zip(rec.metric_names[1:-1], rec.values[-1])} if rec.values else {}
-        hist = {k: getattr(rec, k) for k in ('lrs', 'iters', 'losses', 'values', 'metric_names')}
-        tst_dl = paddy_test_dl(dls, path)
-        preds = multi_tta(learn, dl=tst_dl, n=n_tta)[0] if n_tta else learn.get_preds(dl=tst_dl)[0]
-        for k, v in hist.items(): setattr(rec, k, v)  # `tta` resets the recorder (it runs `before_fit`): keep the training history for `plot_loss`
-    vocabs = list(dls.vocab) if multi_target else [dls.vocab]
-    meta = dict(arch=arch, size=size, item=repr(learn.dls.after_item.fs.filter(lambda t: t.name.startswith('Resize')) or item),
-                accum=accum, finetune=finetune, epochs=epochs, pretrained=pretrained, seed=seed, lr=lr, bs=bs, n_tta=n_tta, precision=prec, valid=valid)
-    res = PredSet(list(preds) if multi_target else [preds], vocabs, [f.name for f in tst_dl.items],
-                  ['disease', 'variety'] if multi_target else ['disease'], meta)
-    test_files_ok = [f.name for f in tst_files] == res.files
-    if not test_files_ok: raise RuntimeError("test predictions came back in another order than get_test_files(path)")  # a guard, never expected
+        _fit(learn, finetune, epochs, lr)
+        probs = _test_probs(learn, tst_dl, n_tta)
+    res = _pred_set(learn, probs, tst_dl, multi, arch=arch, size=size, item_tfms=item_tfms, accum=accum, finetune=finetune,
+                    epochs=epochs, pretrained=pretrained, seed=seed, lr=lr, bs=bs, n_tta=n_tta, precision=prec)
     return (res, learn) if return_learner else res
 
 # %% ../nbs/04_train.ipynb
 def lesson_cfg(scale:str|None=None, # 'full', 'cpu' or 'tiny'; default `paddy_scale()`
-              )->dict: # `train`'s arguments: arch, size, item, epochs, bs, lr, pretrained, finetune
+              )->dict: # `train`'s arguments: arch, size, item_tfms, epochs, bs, lr, pretrained, finetune
     "The lesson's training configuration at `scale`: convnext_small on a GPU, a small ResNet from scratch on a CPU."
     from fastai.vision.augment import Resize
-    return by_scale(full=dict(arch='convnext_small.fb_in22k', size=128, item=None, epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True),
-                    cpu=dict(arch='resnet10t', size=48, item=Resize(64, method='squish'), epochs=6, bs=32, lr=0.01, pretrained=False, finetune=False),
-                    tiny=dict(arch='test_resnet', size=32, item=None, epochs=1, bs=16, lr=0.01, pretrained=False, finetune=False), scale=scale)
+    return by_scale(full=dict(arch='convnext_small.fb_in22k', size=128, item_tfms=None, epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True),
+                    cpu=dict(arch='resnet10t', size=48, item_tfms=Resize(64, method='squish'), epochs=6, bs=32, lr=0.01, pretrained=False, finetune=False),
+                    tiny=dict(arch='test_resnet', size=32, item_tfms=None, epochs=1, bs=16, lr=0.01, pretrained=False, finetune=False), scale=scale)

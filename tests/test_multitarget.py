@@ -2,14 +2,12 @@
 import json, shutil, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch
-from paddy_collab.synth import synth_paddy
 from paddy_collab.paddy_data import paddy_dls, paddy_test_dl, get_test_files
 from paddy_collab.multitarget import MultiTargetLoss, HeadError, head_metrics, multi_tta, multi_predict
 from fastai.vision.learner import vision_learner
 
 @pytest.fixture(scope='module')
-def paddy(tmp_path_factory):
-    return synth_paddy(tmp_path_factory.mktemp('mt')/'paddy', n_per_class=3, n_test=4, size=(48, 64), seed=0)
+def paddy(small_paddy): return small_paddy
 
 @pytest.fixture(scope='module')
 def learn(paddy):

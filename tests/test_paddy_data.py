@@ -3,17 +3,12 @@ import shutil, subprocess, sys, time
 from pathlib import Path
 import pandas as pd
 import pytest
-from paddy_collab.synth import synth_paddy
 from paddy_collab.paddy_data import check_paddy, paddy_dls, paddy_test_dl, get_test_files, get_variety
 
-@pytest.fixture(scope='module')
-def clean(tmp_path_factory):
-    return synth_paddy(tmp_path_factory.mktemp('clean')/'paddy', n_per_class=3, n_test=4, size=(48, 64), seed=0)
-
 @pytest.fixture
-def paddy(clean, tmp_path):
-    "A fresh copy of the clean folder, for one test to break."
-    return Path(shutil.copytree(clean, tmp_path/'paddy'))
+def paddy(small_paddy, tmp_path):
+    "A fresh copy of the session's clean folder, for one test to break."
+    return Path(shutil.copytree(small_paddy, tmp_path/'paddy'))
 
 def first_image(p): return sorted((p/'train_images').glob('*/*.jpg'))[0]
 
@@ -131,12 +126,15 @@ def test_get_variety_sees_csv_changes(paddy):
     time.sleep(0.01); df.to_csv(paddy/'train.csv', index=False)
     assert before != 'NewVariety' and get_variety(fn) == 'NewVariety'
 
-def test_check_is_cached_until_files_change(paddy):
-    "`paddy_dls` checks once per folder state: a file broken after the first call is still found."
+def test_dls_check_each_call_or_reuse_a_report(paddy, monkeypatch):
+    "`paddy_dls` checks the folder on each call (a file broken since is found); given a `PaddyReport`, as an ensemble passes on, it checks nothing."
     dls = paddy_dls(paddy, size=32, bs=8)
-    assert len(dls.report.train_files) == 30 and paddy_dls(paddy, size=32, bs=8).report is dls.report
+    assert len(dls.report.train_files) == 30
     fn = first_image(paddy); data = fn.read_bytes(); fn.write_bytes(data[:len(data)//2])
     assert [f for f,_ in paddy_dls(paddy, size=32, bs=8).report.skipped] == [fn]
+    import paddy_collab.paddy_data as P
+    monkeypatch.setattr(P, 'check_paddy', lambda *a, **k: pytest.fail('the folder was checked again'))
+    assert paddy_dls(paddy, size=32, bs=8, check=dls.report).report is dls.report
 
 def test_import_time():
     "Not a timed test (timings are noisy here): prints the figure for the report."

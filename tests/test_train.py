@@ -4,16 +4,17 @@ from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import paddy_collab.train as T
 from paddy_collab.train import _one_epoch_update
-from paddy_collab.train import (PredSet, check_arch, cached_weights, pretrained_kwargs, accum_setup, set_precision, step_mem, find_accum,
-                                auto_accum, HeadInterpretation, train)
-from paddy_collab.synth import synth_paddy
+import paddy_collab.hub as H
+from paddy_collab.train import PredSet, check_arch, accum_setup, set_precision, HeadInterpretation, train
+from paddy_collab.hub import cached_weights, pretrained_kwargs
+from paddy_collab.memory import step_mem, fitting_accum, auto_accum
 from fastai.learner import Learner, Recorder
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 
 @pytest.fixture(scope='module')
-def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('p')/'paddy', n_per_class=3, n_test=5, size=(48, 64), seed=0)
+def paddy(small_paddy): return small_paddy
 
 # --- architectures and weights -------------------------------------------------------------------------------------
 
@@ -25,7 +26,7 @@ def test_check_arch_suggests_close_names():
     with pytest.warns(FutureWarning, match="old name for 'convnext_large.fb_in22k'"): assert check_arch('convnext_large_in22k') == 'convnext_large_in22k'
 
 def test_unreachable_hub_fails_fast(monkeypatch):
-    monkeypatch.setattr(T, 'hub_url', 'http://127.0.0.1:9')  # nothing listens on the discard port
+    monkeypatch.setattr(H, 'hub_url', 'http://127.0.0.1:9')  # nothing listens on the discard port
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
     t = time.time()
     with pytest.raises(RuntimeError, match='cannot be reached within 0.5s.*pretrained=False'): pretrained_kwargs('resnet18.a1_in1k', timeout=0.5)
@@ -47,14 +48,14 @@ def test_cached_weights_load_from_file_without_network(paddy, tmp_path, monkeypa
     import timm
     m = timm.create_model('test_resnet', pretrained=False)
     torch.save(m.state_dict(), tmp_path/'w.pth')
-    monkeypatch.setattr(T, 'cached_weights', lambda arch: tmp_path/'w.pth')
-    monkeypatch.setattr(T, 'can_reach', lambda *a, **k: pytest.fail('the network was checked although the weights are cached'))
+    monkeypatch.setattr(H, 'cached_weights', lambda arch: tmp_path/'w.pth')
+    monkeypatch.setattr(H, 'can_reach', lambda *a, **k: pytest.fail('the network was checked although the weights are cached'))
     assert pretrained_kwargs('test_resnet') == dict(pretrained_cfg_overlay=dict(file=str(tmp_path/'w.pth')))
     ps, learn = train('test_resnet', 32, path=paddy, pretrained=True, epochs=1, lr=0., bs=8, n_tta=0, show=False, return_learner=True)
     body, ref = dict(learn.model[0].model.named_parameters()), dict(m.named_parameters())
     convs = [k for k in ref if 'conv' in k and k.endswith('weight')]
     assert convs and all(torch.equal(body[k], ref[k]) for k in convs)  # lr=0: the weights are the file's
-    assert ps.meta['pretrained'] and len(ps.files) == 5
+    assert ps.meta['pretrained'] and len(ps.files) == 4
 
 def test_cached_weights_finds_the_hf_cache(tmp_path, monkeypatch):
     import huggingface_hub.constants as C
@@ -136,13 +137,16 @@ def test_precision_on_cpu_has_no_amp_and_no_warnings(paddy):
 
 # --- memory --------------------------------------------------------------------------------------------------------
 
-def test_find_accum_logic():
+def test_fitting_accum_halves_on_out_of_memory():
+    "accelerate's `find_executable_batch_size`, halving: the smallest power-of-two accum whose batch runs; other errors propagate."
     seen = []
-    def fake(b): seen.append(b); return 100 + 10*b
-    assert find_accum(fake, 800) == 1 and seen == [64]
-    assert find_accum(fake, 300) == 4
-    assert find_accum(fake, 300, accums=(1, 3, 8)) == 8
-    with pytest.raises(ValueError, match='even accum=64'): find_accum(fake, 50)
+    def step(b):
+        seen.append(b)
+        if b > 16: raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate (pretend)')
+    assert fitting_accum(step) == 4 and seen == [64, 32, 16]
+    assert fitting_accum(step, bs=8) == 1
+    with pytest.raises(ZeroDivisionError): fitting_accum(lambda b: 1/0)
+    with pytest.raises(RuntimeError, match='No executable batch size'): fitting_accum(lambda b: step(99))
 
 def test_step_mem_cpu_scales_with_batch():
     m16, m32 = step_mem('test_resnet', 32, 16, device='cpu'), step_mem('test_resnet', 32, 32, device='cpu')
@@ -175,7 +179,7 @@ def test_train_bad_input(paddy, tmp_path):
 def test_single_target_train_and_interpretation(paddy):
     ps, learn = train('test_resnet', 32, path=paddy, pretrained=False, epochs=1, bs=8, n_tta=2, show=False, return_learner=True)
     assert ps.heads == ['disease'] and ps.vocabs == [list(learn.dls.vocab)] and ps.files == sorted(ps.files)
-    torch.testing.assert_close(ps['disease'].sum(1), torch.ones(5))
+    torch.testing.assert_close(ps['disease'].sum(1), torch.ones(4))
     assert set(ps.meta['valid']) == {'train_loss', 'valid_loss', 'error_rate'}
     cm = HeadInterpretation.from_learner(learn).confusion_matrix()
     assert cm.shape == (10, 10) and cm.sum() == len(learn.dls.valid_ds)
