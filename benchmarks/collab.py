@@ -20,7 +20,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 import numpy as np, pandas as pd, torch
 from fastai.basics import *
 from fastai.collab import CollabDataLoaders, collab_learner, EmbeddingDotBias
-from paddy_collab.collab import load_movielens
+from paddy_collab.collab_data import load_movielens, lowrank_ratings
 from paddy_collab.fastcollab import *
 
 RESULTS = Path(__file__).resolve().parent/'results'
@@ -149,7 +149,6 @@ def ml100k(args):
 
 def _smoke_ratings():
     "A small low-rank set shaped like the lesson's (user, title, rating)"
-    from paddy_collab.collab import lowrank_ratings
     return lowrank_ratings(120, 90, density=0.5, seed=0)
 
 # --- 25M ratings ----------------------------------------------------------------------------------------------------
@@ -159,6 +158,10 @@ def scale_ratings(args):
     if args.smoke: return 2_000, 1_500, 200_000
     return 162_541, 62_423, args.n_ratings
 
+def scale_set(n_users, n_items, n, seed):
+    "The scale benchmark's ratings: rank-8 model, noise 0.5, half stars, int32 ids"
+    return lowrank_ratings(n_users, n_items, n, n_factors=8, noise=0.5, seed=seed, item_name='item', item_fmt=None)
+
 def scale(args):
     n_users,n_items,n = scale_ratings(args)
     out = [f"`python benchmarks/collab.py --scale{' --smoke' if args.smoke else ''}`: synthetic set, {n_users:,} users, {n_items:,} items, "
@@ -166,7 +169,7 @@ def scale(args):
            f"Load average at the start {args.load0}.", '']
     print(out[0], flush=True)
     t = time.perf_counter()
-    df = synth_ratings(n_users, n_items, n, n_factors=8, noise=0.5, seed=args.seed)
+    df = scale_set(n_users, n_items, n, args.seed)
     print(f"generated in {time.perf_counter()-t:.1f}s, RSS {rss_mb():.0f} MB", flush=True)
     kept = keep_freed_memory()  # no page faults for each step's 50 MB tensors
     dls = TensorCollabDataLoaders.from_df(df, bs=args.scale_bs[0], seed=args.seed, idx_dtype=torch.int32, y_dtype=torch.bfloat16, device='cpu')
@@ -228,7 +231,7 @@ def _timed(f):
 def stock_scale(args, n_users, n_items, n, n_trn):
     "Stock fastai at bs=1024 (its best setting on ML-100k) on the first batches of an epoch, extrapolated"
     bs = args.stock_bs
-    df = synth_ratings(n_users, n_items, n, n_factors=8, noise=0.5, seed=args.seed).iloc[:args.stock_rows]
+    df = scale_set(n_users, n_items, n, args.seed).iloc[:args.stock_rows]
     # Building stock DataLoaders on all 25M ratings needs far more memory than this machine has free (`from_df` passed 4 GB
     # RSS within minutes), so they are built on the first `--stock-rows` ratings of the same set; the model has the
     # full-size tables, as `collab_learner` on all the data would build: the cost per step is the same.

@@ -23,7 +23,7 @@ import argparse, os, sys, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore')
 import numpy as np, torch, torch.nn.functional as F
-from paddy_collab.collab import load_movielens
+from paddy_collab.collab_data import load_movielens
 from paddy_collab.collab_best import *
 
 RESULTS = Path(__file__).resolve().parent/'results'

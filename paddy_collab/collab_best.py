@@ -5,38 +5,28 @@
 # %% ../nbs/ref/03_collab_best.ipynb 2
 from __future__ import annotations
 import math, time
-from pathlib import Path
 import numpy as np, pandas as pd
 import torch
 from torch import nn
 import torch.nn.functional as F
 from fastai.basics import *
 from .core import *
-from .fastcollab import collab_split, collab_vocab, collab_codes, TensorCollab, TensorCollabDL, TensorCollabDataLoaders, LeanLearner
-from .collab import load_movielens
+from .fastcollab import collab_split, TensorCollab, TensorCollabDL, TensorCollabDataLoaders, LeanLearner
+from .collab_data import GENRES, load_movielens, movielens_titles, movielens_users
 
 # %% auto 0
-__all__ = ['GENRES', 'AGE_EDGES', 'YEAR_EDGES', 'CANDIDATES', 'BEST', 'load_u1', 'lesson_split', 'load_side', 'side_tensors',
-           'CollabData', 'inner_split', 'HybridMF', 'RegLoss', 'AutoRec', 'masked_mse', 'hybrid_learner',
-           'autorec_learner', 'fit_predict', 'blend_features', 'fit_blend', 'blend', 'train_best', 'search',
-           'pick_best']
+__all__ = ['AGE_EDGES', 'YEAR_EDGES', 'CANDIDATES', 'BEST', 'load_u1', 'lesson_split', 'load_side', 'side_tensors', 'CollabData',
+           'inner_split', 'HybridMF', 'RegLoss', 'AutoRec', 'masked_mse', 'hybrid_learner', 'autorec_learner',
+           'fit_predict', 'blend_features', 'fit_blend', 'blend', 'train_best', 'search', 'pick_best', 'GENRES']
 
 # %% ../nbs/ref/03_collab_best.ipynb
-GENRES = ['unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
-          'Film-Noir', 'Horror', 'Musical', 'Mystery', 'Romance', 'Sci-Fi', 'Thriller', 'War', 'Western']
-
-def _need(path, *fs):
-    for f in fs:
-        if not (path/f).exists(): raise FileNotFoundError(f"{path/f} not found: expected the grouplens ml-100k folder ({', '.join(fs)}) in {path}")
+_all_ = ['GENRES']  # `u.item`'s genre columns, defined with its reader in `collab_data`
 
 def load_u1(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
             fold:int|str=1, # which of the published splits: 1-5, 'a' or 'b' (`u{fold}.base` / `u{fold}.test`)
            )->tuple: # (train, test) DataFrames: user, movie, rating, timestamp, title
     "The research-standard split of MovieLens 100k: `u{fold}.base` for training, `u{fold}.test` for testing."
-    path = ml100k_path() if path is None else Path(path)
-    _need(path, f'u{fold}.base', f'u{fold}.test', 'u.item')
     return tuple(load_movielens(path, f'u{fold}.{part}') for part in ('base','test'))
-
 
 # %% ../nbs/ref/03_collab_best.ipynb
 def lesson_split(ratings:pd.DataFrame, # one row per rating, e.g. `load_movielens()`
@@ -51,13 +41,7 @@ def lesson_split(ratings:pd.DataFrame, # one row per rating, e.g. `load_movielen
 def load_side(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
              )->tuple: # (users, items) DataFrames
     "Side information: users (user, age, gender, occupation, zip) and items (movie, title, year, one 0/1 column per genre)."
-    path = ml100k_path() if path is None else Path(path)
-    _need(path, 'u.user', 'u.item')
-    users = pd.read_csv(path/'u.user', delimiter='|', header=None, names=['user','age','gender','occupation','zip'])
-    items = pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', header=None,
-                        names=['movie','title','release','video_release','url']+GENRES)
-    items.insert(2, 'year', pd.to_datetime(items.release, format='%d-%b-%Y', errors='coerce').dt.year)
-    return users,items.drop(columns=['release','video_release','url'])
+    return movielens_users(path),movielens_titles(path, genres=True)
 
 # %% ../nbs/ref/03_collab_best.ipynb
 AGE_EDGES = [18, 25, 35, 45, 50, 56]  # MovieLens 1M's age groups
@@ -87,26 +71,26 @@ def side_tensors(users:pd.DataFrame, # from `load_side`
 
 # %% ../nbs/ref/03_collab_best.ipynb
 class CollabData:
-    "Ratings `trn` to learn from and rows `tst` to predict, encoded as `CollabDataLoaders` would (vocab from `trn`, unknown = 0)."
+    "Ratings `trn` to learn from and rows `tst` to predict, encoded by `TensorCollabDataLoaders.from_dfs` (vocab from `trn`, unknown = 0)."
     def __init__(self, trn:pd.DataFrame, # training ratings
-                 tst:pd.DataFrame|None=None, # rows to predict (their ratings, if any, are only used by `mse`)
+                 tst:pd.DataFrame, # rows to predict (their ratings, if any, are only used by `mse`)
                  user_name:str='user', item_name:str='title', rating_name:str='rating'):
-        check_columns(trn, [user_name,item_name,rating_name], 'trn')
-        if tst is None: tst = trn.iloc[:0]
-        check_columns(tst, [user_name,item_name], 'tst')
         store_attr('trn,tst,user_name,item_name,rating_name')
-        self.classes = {n:collab_vocab(trn[n].reset_index(drop=True)) for n in (user_name,item_name)}
-        enc = lambda df: torch.stack([collab_codes(df[n], self.classes[n]) for n in (user_name,item_name)], 1)
-        self.xt,self.yt = enc(trn),torch.tensor(trn[rating_name].to_numpy(np.float32))
-        self.xv = enc(tst)
-        self.yv = torch.tensor(tst[rating_name].to_numpy(np.float32)) if rating_name in tst else None
+        has_y = rating_name in tst
+        dls = TensorCollabDataLoaders.from_dfs(trn, tst if has_y else tst.assign(**{rating_name: 0.}), user_name, item_name, rating_name, device='cpu')
+        self.dss = dls.train_ds,dls.valid_ds
+        self.classes = dls.train_ds.classes
+        (self.xt,self.yt),(self.xv,self.yv) = [(ds.x,ds.y[:,0]) for ds in self.dss]
+        if not has_y: self.yv = None
         self.n_users,self.n_items = len(self.classes[user_name]),len(self.classes[item_name])
 
     def dls(self, bs:int=512, device='cpu')->DataLoaders:
-        "`TensorCollabDataLoaders.from_dfs` over `trn` and `tst` (with zero ratings if it has none): the same vocab and indices as `xt`, `xv`."
-        tst = self.tst if self.yv is not None else self.tst.assign(**{self.rating_name: 0.})
-        cols = [self.user_name,self.item_name,self.rating_name]
-        return TensorCollabDataLoaders.from_dfs(self.trn[cols], tst[cols], *cols, bs=bs, val_bs=max(bs, 4096), device=device)
+        "`TensorCollabDataLoaders` over `trn` and `tst` (with zero ratings if it has none), batches of `bs`: the indices `xt`, `xv`."
+        return TensorCollabDataLoaders._from_dss(self.dss, bs=bs, val_bs=max(bs, 4096), device=device)
+
+    def side(self, users:pd.DataFrame, items:pd.DataFrame)->dict: # `side_tensors` for this vocab
+        "`side_tensors` of `load_side`'s `users` and `items`, aligned with this data's users and items."
+        return side_tensors(users, items, self.classes[self.user_name], self.classes[self.item_name], self.user_name, self.item_name)
 
     def dense(self, by:str='item', tst:bool=False)->Tensor: # (n_items, n_users) for by='item', zeros where not rated
         "The training (or, with `tst`, the test) ratings as a dense matrix, one row per item (or user)."
@@ -338,11 +322,10 @@ def train_best(trn:pd.DataFrame, # training ratings: everything the recipe learn
     tst = tst.drop(columns=[rating_name], errors='ignore')  # the held-out ratings are never seen
     trn = trn.reset_index(drop=True)
     side_df = load_side(path) if side else None
-    def _side(d): return side_tensors(*side_df, d.classes[user_name], d.classes[item_name], user_name, item_name) if side else None
     fit_idx,chk_idx = inner_split(len(trn), inner_pct, seed)
     times,t0,c0 = {},time.time(),time.process_time()
     def _run(d, stage):
-        sd,res = _side(d),[]
+        sd,res = d.side(*side_df) if side else None,[]
         for c in components:
             t = time.time()
             res.append(fit_predict(d, side=sd, **c))
@@ -387,7 +370,7 @@ def search(trn:pd.DataFrame, # the protocol's training ratings, and nothing else
 def _alone(a, b, comp, user_name='user', item_name='title', rating_name='rating', side=True, path=None, seed=0, **kwargs):
     "Held-out MSE of one component trained on `a`, scored on `b`"
     d = CollabData(a, b, user_name, item_name, rating_name)
-    sd = side_tensors(*load_side(path), d.classes[user_name], d.classes[item_name], user_name, item_name) if side else None
+    sd = d.side(*load_side(path)) if side else None
     return d.mse(fit_predict(d, side=sd, **dict(comp, seed=comp.get('seed', 0)+seed)))
 
 def pick_best(table:pd.DataFrame, # from `search`

@@ -10,25 +10,44 @@ import numpy as np, pandas as pd
 import torch
 from torch import nn
 from fastai.basics import *
-from fastai.collab import EmbeddingDotBias, EmbeddingNN
-from fastai.tabular.model import TabularModel, get_emb_sz, emb_sz_rule
+from fastai.collab import EmbeddingDotBias
+from fastai.tabular.model import TabularModel, emb_sz_rule
 from .core import *
-from copy import deepcopy  # after the star imports, which bring a different `copy`
 
 # %% auto 0
-__all__ = ['movielens_titles', 'load_movielens', 'check_ratings', 'collab_names', 'collab_emb_szs', 'lowrank_ratings',
-           'collab_weights', 'collab_predict', 'expected_rating', 'reseed', 'UnknownNameError', 'collab_idx']
+__all__ = ['GENRES', 'movielens_titles', 'movielens_users', 'load_movielens', 'check_ratings', 'collab_names', 'collab_emb_szs',
+           'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating', 'reseed', 'UnknownNameError',
+           'collab_idx']
 
 # %% ../nbs/ref/07_collab_data.ipynb
+GENRES = ['unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
+          'Film-Noir', 'Horror', 'Musical', 'Mystery', 'Romance', 'Sci-Fi', 'Thriller', 'War', 'Western']  # `u.item`'s genre flags, in file order
+
+def _read_ml(path, # the grouplens `ml-100k` folder; None: `ml100k_path()`
+             fname:str, # the file in it
+             sep:str='\t', **kwargs, # passed to `pd.read_csv`; no ml-100k file has a header
+            )->pd.DataFrame:
+    "`pd.read_csv` of the MovieLens file `path/fname`, or a `FileNotFoundError` naming it."
+    path = ml100k_path() if path is None else Path(path)
+    if not (path/fname).exists(): raise FileNotFoundError(f"{path/fname} not found: expected the grouplens ml-100k folder (u.data, u.item, u1.base...) in {path}")
+    return pd.read_csv(path/fname, sep=sep, header=None, **kwargs)
+
 def movielens_titles(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
                      item_name:str='movie', # name of the movie id column
                      title_name:str='title', # name of the title column
-                    )->pd.DataFrame: # one row per movie id: `item_name`, `title_name` (an `object` column on every pandas)
-    "Each movie id's title, from `u.item` (`|`-separated, latin-1)."
-    path = ml100k_path() if path is None else Path(path)
-    if not (path/'u.item').exists(): raise FileNotFoundError(f"{path/'u.item'} not found: expected the grouplens ml-100k folder in {path}")
-    return pd.read_csv(path/'u.item', delimiter='|', encoding='latin-1', usecols=(0,1), names=(item_name, title_name), header=None,
-                       dtype={title_name: object})
+                     genres:bool=False, # also each movie's release `year` and one 0/1 column per genre (`GENRES`)
+                    )->pd.DataFrame: # one row per movie id: `item_name`, `title_name` (an `object` column on every pandas)[, year, *GENRES]
+    "Each movie id's title (with `genres`: its release year and genres too), from `u.item` (`|`-separated, latin-1)."
+    names = [item_name, title_name, 'release', 'video_release', 'url', *GENRES]
+    items = _read_ml(path, 'u.item', '|', encoding='latin-1', names=names, usecols=names if genres else names[:2], dtype={title_name: object})
+    if not genres: return items
+    items.insert(2, 'year', pd.to_datetime(items.release, format='%d-%b-%Y', errors='coerce').dt.year)
+    return items.drop(columns=['release', 'video_release', 'url'])
+
+def movielens_users(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
+                   )->pd.DataFrame: # one row per user: user, age, gender, occupation, zip
+    "Each user's age, gender, occupation and zip code, from `u.user` (`|`-separated)."
+    return _read_ml(path, 'u.user', '|', names=['user', 'age', 'gender', 'occupation', 'zip'])
 
 def load_movielens(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()` (`untar_data(URLs.ML_100k)`)
                    fname:str='u.data', # the ratings file: `u.data` (all 100k), or a published split such as `u1.base`, `ua.test`
@@ -37,9 +56,7 @@ def load_movielens(path=None, # the grouplens `ml-100k` folder; default `ml100k_
                    title_name:str='title', # name of the title column
                   )->pd.DataFrame: # one row per rating, in file order: user, movie, rating, timestamp[, title]
     "MovieLens 100k ratings from `fname`, with each movie's title from `u.item` merged in if `titles`."
-    path = ml100k_path() if path is None else Path(path)
-    if not (path/fname).exists(): raise FileNotFoundError(f"{path/fname} not found: expected the grouplens ml-100k folder (u.data, u.item, u1.base...) in {path}")
-    ratings = pd.read_csv(path/fname, delimiter='\t', header=None, names=[user_name, item_name, rating_name, 'timestamp'])
+    ratings = _read_ml(path, fname, names=[user_name, item_name, rating_name, 'timestamp'])
     if not titles: return ratings
     return ratings.merge(movielens_titles(path, item_name, title_name), how='left', on=item_name, validate='many_to_one')
 

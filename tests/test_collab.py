@@ -3,14 +3,12 @@ import pickle
 import numpy as np, pandas as pd, pytest, torch
 from fastai.learner import load_learner
 from paddy_collab.collab import *
+from conftest import one_thread_ctx
 
 @pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "Tiny matrix ops: one thread is faster than two fighting over a busy CPU. Restored afterwards, for the other tests in the process."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def module_one_thread():
+    "The module's fixtures train models too: one torch thread for all of it, restored afterwards."
+    with one_thread_ctx(): yield
 
 # The lesson's figures, as stored in nbs/07_collab.ipynb: valid MSE after `fit_one_cycle(5, 5e-3, wd=...)` on stock
 # `CollabDataLoaders.from_df(ratings, item_name='title', bs=64, seed=42)`; a run is checked to within TOL.
@@ -31,33 +29,7 @@ def small(ratings):
     "A quickly trained model on 10% of the users, for error cases."
     return fit_movielens('bias', n_epoch=1, bs=256, ratings=ratings[ratings.user <= 94])
 
-# --- bad input ---
-
-def test_check_ratings_errors(ratings):
-    head = ratings.head(5).copy()
-    with pytest.raises(KeyError, match=r"ratings is missing column\(s\) \['rating'\]"): check_ratings(head.drop(columns='rating'))
-    with pytest.raises(KeyError, match=r"my.csv is missing column\(s\) \['item'\]"): check_ratings(head, item_name='item', source='my.csv')
-    with pytest.raises(TypeError, match=r"must be numeric, got dtype .*'4 stars' at index 2"):
-        check_ratings(head.astype({'rating': object}).assign(rating=[1, 2, '4 stars', 3, 5]))
-    with pytest.raises(ValueError, match=r"2 NaN rating\(s\), first at index 1"): check_ratings(head.assign(rating=[1, np.nan, np.nan, 3, 5]))
-    with pytest.raises(ValueError, match=r"1 rating\(s\) .* outside y_range=\(0, 5.5\)"): check_ratings(head.assign(rating=[1, 2, 6, 3, 5]), y_range=(0, 5.5))
-    with pytest.raises(ValueError, match=r"\['user'\] has 1 missing value"): check_ratings(head.assign(user=[1, None, 2, 3, 4]))
-    with pytest.raises(ValueError, match='empty'): check_ratings(head.iloc[:0])
-    assert check_ratings(ratings, y_range=(0, 5.5)) is ratings
-
-def test_load_movielens_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match='u.data not found'): load_movielens(tmp_path)
-    (tmp_path/'u.data').write_text('1\t2\t3\t4\n')
-    with pytest.raises(FileNotFoundError, match='u.item not found'): load_movielens(tmp_path)
-
-def test_emb_szs_list_trap(small):
-    dls = small.dls
-    with pytest.raises(TypeError, match='emb_szs must be a dict'): collab_emb_szs(dls, [(95, 10), (1000, 10)])
-    with pytest.raises(TypeError, match='emb_szs must be a dict'): CollabNN.from_dls(dls, emb_szs=[(95, 10), (1000, 10)])
-    with pytest.raises(TypeError, match=r'unpack it, CollabNN\(\*get_emb_sz\(dls\)\)'): CollabNN(collab_emb_szs(dls))
-    with pytest.raises(TypeError, match='not a dict'): CollabNN({'user': 10})
-    with pytest.raises(KeyError, match=r"unknown column\(s\) \['movie'\]"): collab_emb_szs(dls, {'movie': 10})
-    assert CollabNN.from_dls(dls, {'title': 7}).item_factors.weight.shape[1] == 7
+# --- bad input (the checkers' own error cases are test_fail cells in nbs/ref/07_collab_data.ipynb) ---
 
 def test_unknown_names(small, ratings):
     with pytest.raises(KeyError, match=r"did you mean \['Silence of the Lambs, The \(1991\)'"): nearest_items(small, 'Silence of the Lambs')

@@ -2,18 +2,16 @@
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn.functional as F
 from paddy_collab.core import ml100k_path
-from paddy_collab.collab import lowrank_ratings
 import paddy_collab.collab_best as cb
 from paddy_collab.collab_best import load_u1, load_side, side_tensors, lesson_split, CollabData, train_best, search, inner_split
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')
 SMALL = [dict(kind='mf', epochs=10, bs=64, n_factors=10), dict(kind='i-autorec', n_hidden=50, epochs=60)]
 
 @pytest.fixture(scope='module')
-def lowrank():
-    df = lowrank_ratings(120, 90, n_factors=3, noise=0.3, density=0.4, seed=1)
-    df['rid'] = np.arange(len(df))  # a row id, to see which rows each step receives
-    return lesson_split(df, seed=42)
+def split(lowrank):
+    "conftest's `lowrank` with a row id (to see which rows each step receives), split as the lesson splits"
+    return lesson_split(lowrank.assign(rid=np.arange(len(lowrank))), seed=42)
 
 def test_u1_loader_reads_the_published_folds():
     path = ml100k_path()
@@ -45,23 +43,23 @@ def _bias_only(trn, tst, n_iter=20, reg=5.):
     p = mu + tst.user.map(bu).fillna(0) + tst.title.map(bi).fillna(0)
     return float(((p.clip(1,5)-tst.rating)**2).mean())
 
-def test_recipe_beats_bias_only_on_lowrank(lowrank):
-    trn,tst = lowrank
+def test_recipe_beats_bias_only_on_lowrank(split):
+    trn,tst = split
     r = train_best(trn, tst, components=SMALL, side=False)
     mse = F.mse_loss(r['preds'], torch.tensor(tst.rating.values)).item()
     base = _bias_only(trn, tst)
     assert mse < 0.8*base, (mse, base)
     assert r['times']['cpu'] > 0 and r['weights'].shape == (3*len(SMALL)+2+1,)
 
-def test_held_out_ratings_are_never_read(lowrank):
-    trn,tst = lowrank
+def test_held_out_ratings_are_never_read(split):
+    trn,tst = split
     r1 = train_best(trn, tst, components=SMALL[:1], side=False)
     r2 = train_best(trn, tst.assign(rating=1e6), components=SMALL[:1], side=False)  # absurd held-out ratings
     r3 = train_best(trn, tst.drop(columns='rating'), components=SMALL[:1], side=False)
     assert torch.equal(r1['preds'], r2['preds']) and torch.equal(r1['preds'], r3['preds'])
 
-def test_inner_split_and_search_use_training_rows_only(lowrank, monkeypatch):
-    trn,tst = lowrank
+def test_inner_split_and_search_use_training_rows_only(split, monkeypatch):
+    trn,tst = split
     fit,chk = inner_split(len(trn), 0.1, 0)
     assert len(set(fit.tolist()) & set(chk.tolist())) == 0 and len(fit)+len(chk) == len(trn)
     seen = []
@@ -77,14 +75,9 @@ def test_inner_split_and_search_use_training_rows_only(lowrank, monkeypatch):
     assert seen[0][1] == set(trn.reset_index(drop=True).rid.iloc[schk.numpy()])  # search scores on its own check rows
     assert tab.recipe.tolist() == ['mf'] and tab.mse[0] > 0
 
-def test_bad_input():
-    trn,tst = lesson_split(lowrank_ratings(20, 10), seed=0)
-    with pytest.raises(KeyError, match='title'): train_best(trn.drop(columns='title'), tst, side=False)
-    with pytest.raises(ValueError, match='kind must be'): train_best(trn, tst, components=[dict(kind='svd')], side=False)
-
-def test_u_autorec_member(lowrank):
+def test_u_autorec_member(split):
     "U-AutoRec (one input row per user), the fifth member of `BEST`: it learns the low-rank set, and fills unknown users with the mean"
-    trn,tst = lowrank
+    trn,tst = split
     d = CollabData(trn, tst)
     p = cb.fit_predict(d, 'u-autorec', n_hidden=50, epochs=60)
     mean_mse = float(((d.yv - d.yt.mean())**2).mean())

@@ -4,15 +4,12 @@ import numpy as np, pandas as pd, pytest, torch
 from fastai.basics import set_seed, RandomSplitter, range_of, Learner, MSELossFlat, load_learner, Adam
 from fastai.callback.training import GradientAccumulation
 from fastai.collab import CollabDataLoaders, collab_learner, EmbeddingDotBias
-from paddy_collab.collab_data import load_movielens
+from paddy_collab.collab_data import load_movielens, lowrank_ratings
 from paddy_collab.fastcollab import (TensorCollabDataLoaders, fast_collab_dls, fast_collab_learner, LeanLearner, collab_split,
-                                     synth_ratings, adamw_fused, lazy_adamw, fast_embeddings, FastEmbedding)
+                                     adamw_fused, lazy_adamw, fast_embeddings, FastEmbedding)
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)  # small ops on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # small ops on a shared 2-core machine
+IDS = dict(item_name='item', item_fmt=None)  # int32 user and item ids
 
 @pytest.fixture(scope='module')
 def ml100k(): return load_movielens()
@@ -75,7 +72,7 @@ def test_same_loss_same_weights(ml100k):
     torch.testing.assert_close(flearn.model.u_weight.weight, learn.model.u_weight.weight)
 
 def test_learner_features(tmp_path):
-    df = synth_ratings(120, 80, 6000, n_factors=3, noise=0.3, seed=3)
+    df = lowrank_ratings(120, 80, 6000, n_factors=3, noise=0.3, seed=3, **IDS)
     dls = fast_collab_dls(df, bs=128, seed=0)
     assert dls.show_batch(show=False, max_n=4).shape==(4,3)
     learn = fast_collab_learner(dls, n_factors=8, y_range=(0,5.5), path=tmp_path)
@@ -102,7 +99,7 @@ def test_learner_features(tmp_path):
     torch.testing.assert_close(l2.get_preds(dl=l2.dls.test_dl(tdf))[0], tp)
 
 def test_plain_learner_and_custom_model():
-    df = synth_ratings(60, 40, 3000, n_factors=2, seed=4)
+    df = lowrank_ratings(60, 40, 3000, n_factors=2, noise=0.5, seed=4, **IDS)
     dls = fast_collab_dls(df, bs=64, seed=1)
     m = EmbeddingDotBias(5, len(dls.classes['user']), len(dls.classes['item']), y_range=(0,5.5))
     learn = Learner(dls, m, loss_func=MSELossFlat(), cbs=[GradientAccumulation(128)])
@@ -110,7 +107,7 @@ def test_plain_learner_and_custom_model():
     assert len(learn.recorder.values)==1
 
 def test_lean_learner_same_as_learner():
-    df = synth_ratings(100, 60, 5000, n_factors=3, seed=5)
+    df = lowrank_ratings(100, 60, 5000, n_factors=3, noise=0.5, seed=5, **IDS)
     res = []
     for f in (collab_learner, fast_collab_learner):
         dls = fast_collab_dls(df, bs=100, seed=0)
@@ -125,7 +122,7 @@ def test_lean_learner_same_as_learner():
 @pytest.mark.parametrize('variant', ['adam_lean_dtypes', 'fused_fast_emb', 'sparse_lazy'])
 def test_learns_synthetic_low_rank(variant):
     "Short runs reach near the noise floor (0.3**2=0.09) from a rating variance near 1"
-    df = synth_ratings(300, 200, 40_000, n_factors=4, noise=0.3, half_stars=False, seed=2)
+    df = lowrank_ratings(300, 200, 40_000, n_factors=4, noise=0.3, half_stars=False, clip=None, seed=2, **IDS)
     kw = dict(idx_dtype=torch.int32, y_dtype=torch.bfloat16) if variant=='adam_lean_dtypes' else {}
     dls = TensorCollabDataLoaders.from_df(df, bs=512, seed=0, **kw)
     set_seed(0)
@@ -137,17 +134,6 @@ def test_learns_synthetic_low_rank(variant):
     assert df.rating.var() > 0.8
     assert mse < 0.15, f'{variant}: valid MSE {mse:.3f}'
     if variant=='sparse_lazy': assert isinstance(learn.model.u_weight, FastEmbedding) and learn.model.u_weight.sparse
-
-def test_bad_input():
-    df = synth_ratings(20, 10, 200, seed=0)
-    with pytest.raises(KeyError, match="'rating_x'"): fast_collab_dls(df, rating_name='rating_x')
-    with pytest.raises(ValueError, match='user, an item and a rating'): fast_collab_dls(df[['user','item']])
-    with pytest.raises(TypeError, match='must be numeric'): fast_collab_dls(df.assign(rating='good'))
-    with pytest.raises(ValueError, match='NaN rating'): fast_collab_dls(df.assign(rating=np.where(df.index==3, np.nan, df.rating)))
-    with pytest.raises(ValueError, match='at least 2'): fast_collab_dls(df.head(1))
-    with pytest.raises(TypeError, match='DataFrame'): fast_collab_dls(df.values)
-    with pytest.raises(KeyError, match='test_items'): fast_collab_dls(df, seed=0).test_dl(df[['user']])
-    with pytest.raises(ValueError, match='positive'): synth_ratings(0, 10, 100)
 
 def test_from_dfs_fixed_split():
     "u1.base/u1.test style: vocab from the train table, unknown valid users/items map to '#na#'"
