@@ -304,11 +304,12 @@ def sec_collab(cfg, state)->dict:
     import torch
     from fastai.collab import CollabDataLoaders, collab_learner
     from fastai.torch_core import set_seed
-    from paddy_collab.fastcollab import fast_collab_dls, fast_collab_learner, synth_ratings
+    from paddy_collab.fastcollab import fast_collab_dls, fast_collab_learner
+    from paddy_collab.collab_data import lowrank_ratings
     ratings, src = ml100k_ratings(state['args'])
     if ratings is None:
-        df = synth_ratings(seed=0); ratings = df.rename(columns={'item': 'title'})
-        src = 'synthetic (paddy_collab.fastcollab.synth_ratings, MovieLens 100k-sized): no ml-100k folder found'
+        df = lowrank_ratings(seed=0, n_factors=8, noise=0.5, item_name='item', item_fmt=None); ratings = df.rename(columns={'item': 'title'})
+        src = 'synthetic (paddy_collab.collab_data.lowrank_ratings, MovieLens 100k-sized): no ml-100k folder found'
         print(f'  collab: {src}', flush=True)
     if cfg['collab']['top']:  # dry run: the densest corner (most active users, most rated movies), which a short fit learns
         top = lambda col: ratings[col].value_counts().index[:cfg['collab']['top']]
@@ -334,9 +335,10 @@ def sec_collab_25m(cfg, state)->dict:
     "One epoch of the MovieLens-25M-sized synthetic set with the fast path on this device."
     import gc, torch
     from fastai.torch_core import set_seed
-    from paddy_collab.fastcollab import TensorCollabDataLoaders, fast_collab_learner, fast_embeddings, adamw_fused, synth_ratings
+    from paddy_collab.fastcollab import TensorCollabDataLoaders, fast_collab_learner, fast_embeddings, adamw_fused
+    from paddy_collab.collab_data import lowrank_ratings
     b = cfg['big']
-    with Clock() as cg: df = synth_ratings(b['n_users'], b['n_items'], b['n'], seed=0)
+    with Clock() as cg: df = lowrank_ratings(b['n_users'], b['n_items'], b['n'], n_factors=8, noise=0.5, item_name='item', item_fmt=None, seed=0)
     with Clock() as cd: dls = TensorCollabDataLoaders.from_df(df, bs=b['bs'], seed=42, idx_dtype=torch.int32, y_dtype=torch.bfloat16)
     del df; gc.collect()
     y = dls.valid_ds.y.float(); base = float(((y - dls.train_ds.y.float().mean())**2).mean())

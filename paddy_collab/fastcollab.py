@@ -16,9 +16,9 @@ from fastai.tabular.core import df_shrink_dtypes
 from .collab_data import check_ratings, lowrank_ratings
 
 # %% auto 0
-__all__ = ['synth_ratings', 'collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL',
-           'TensorCollabDataLoaders', 'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused',
-           'LazyAdamW', 'lazy_adamw', 'FastEmbedding', 'fast_embeddings', 'keep_freed_memory']
+__all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
+           'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused', 'LazyAdamW', 'lazy_adamw',
+           'FastEmbedding', 'fast_embeddings', 'keep_freed_memory']
 
 # %% ../nbs/ref/02_fastcollab.ipynb
 def collab_split(n:int, # number of ratings
@@ -316,6 +316,3 @@ def keep_freed_memory(limit:int=2**30, # blocks up to this size come from (and r
     if not hasattr(libc, 'mallopt'): return False
     M_TRIM_THRESHOLD,M_MMAP_THRESHOLD = -1,-3
     return bool(libc.mallopt(M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2*limit))
-
-# %% ../nbs/ref/02_fastcollab.ipynb
-synth_ratings = partial(lowrank_ratings, n_factors=8, noise=0.5, item_name='item', item_fmt=None)  # the benchmarks' settings, int ids
