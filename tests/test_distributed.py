@@ -218,6 +218,17 @@ def test_failed_launch_reports_output(monkeypatch):
     monkeypatch.setattr(d, 'launch_cmd', lambda args, **kw: [sys.executable, '-c', 'import sys; print("some output"); sys.exit("worker failed on purpose")'])
     with pytest.raises(RuntimeError, match='(?s)failed with status 1.*some output.*worker failed on purpose'): d.launch(['x.py'])
 
+def test_auto_distrib_leaves_learner_alone(monkeypatch):
+    "`auto_distrib` adds its callback to the learners made in the block (fastai's `defaults.callbacks`), once when nested, and patches nothing."
+    import paddy_collab.distributed as d
+    from fastai.learner import Learner, defaults
+    fit, before = Learner.fit, list(defaults.callbacks)
+    with d.auto_distrib(): assert defaults.callbacks == before  # one process: nothing added
+    monkeypatch.setattr(d, 'world_size', lambda: 2)  # as if launched in 2 processes (rank 0); no fit here, so no process group is needed
+    with d.auto_distrib():
+        with d.auto_distrib(): assert defaults.callbacks == before + [d.AutoDistrib]
+    assert defaults.callbacks == before and Learner.fit is fit
+
 def test_usage():
     assert distrib_main([]) == 2 and distrib_main(['-m']) == 2
     cmd = launch_cmd(['-m', 'paddy_collab.cli', 'train-paddy', 'x'], num_processes=8, num_machines=2, machine_rank=1, main_process_ip='10.1.2.3')
