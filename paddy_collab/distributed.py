@@ -9,17 +9,18 @@ from pathlib import Path
 from .core import *  # first: it silences torch's jit warning before fastai is imported
 import torch, torch.distributed as dist
 from torch import nn, Tensor
-from fastcore.basics import store_attr
 from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, apply, find_bs
 from fastai.data.load import DataLoader
-from fastai.learner import Learner
+from fastai.learner import Learner, defaults
+from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL, DistributedTrainer
+from accelerate import PartialState  # fastai.distributed imports accelerate already
 
 # %% auto 0
 __all__ = ['world_size', 'is_main', 'init_distrib', 'main_print', 'main_first', 'pg_device', 'OrderedDistributedDL',
-           'revert_sync_batchnorm', 'DistribTrainer', 'distrib_ctx', 'distrib_fit', 'auto_distrib', 'main_or_scratch',
-           'free_port', 'launch_cmd', 'launch_env', 'launch', 'distrib_run', 'distrib_main']
+           'revert_sync_batchnorm', 'DistribTrainer', 'distrib_ctx', 'distrib_fit', 'AutoDistrib', 'auto_distrib',
+           'main_or_scratch', 'free_port', 'launch_cmd', 'launch_env', 'launch', 'distrib_run', 'distrib_main']
 
 # %% ../nbs/ref/05_distributed.ipynb
 def world_size()->int:
@@ -30,24 +31,18 @@ def is_main()->bool:
     "Whether this is the main process (rank 0), the one that prints and writes files."
     return rank_distrib() == 0
 
-def init_distrib():
-    "Join the process group now (accelerate's `PartialState`) if launched in several processes; CPU processes use gloo."
-    if world_size() > 1 and not dist.is_initialized():
-        from accelerate import PartialState
-        PartialState(cpu=not torch.cuda.is_available())
+def init_distrib()->PartialState|None:
+    "Accelerate's `PartialState`, the process group joined (gloo for CPU processes), when launched in several processes; `None` in one."
+    if world_size() > 1: return PartialState(cpu=not torch.cuda.is_available())
 
 def main_print(*args, **kwargs):
     "`print`, in the main process only."
     if is_main(): print(*args, **kwargs)
 
-@contextlib.contextmanager
 def main_first():
-    "Run the block in the main process first (e.g. to download or unpack data), then in the others."
-    init_distrib()
-    if world_size() > 1 and not is_main(): distrib_barrier()
-    try: yield
-    finally:
-        if world_size() > 1 and is_main(): distrib_barrier()
+    "Run the block in the main process first (e.g. to download or unpack data), then in the others (accelerate's `main_process_first`)."
+    state = init_distrib()
+    return state.main_process_first() if state else contextlib.nullcontext()
 
 # %% ../nbs/ref/05_distributed.ipynb
 def pg_device()->torch.device:
@@ -55,8 +50,7 @@ def pg_device()->torch.device:
     b = str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else 'gloo'
     if 'gloo' in b or b == 'mpi': return torch.device('cpu')
     if 'nccl' in b: return torch.device('cuda', torch.cuda.current_device())
-    from accelerate import PartialState  # other accelerators (XPU, NPU, ...): the device accelerate chose
-    return PartialState().device
+    return PartialState().device  # other accelerators (XPU, NPU, ...): the device accelerate chose
 
 # %% ../nbs/ref/05_distributed.ipynb
 def _round_up(n:int, k:int)->int: return -(-n//k)*k
@@ -178,28 +172,38 @@ def distrib_fit(learn:Learner, # the learner to train
     with distrib_ctx(learn): return getattr(learn, method)(*args, **kwargs)
 
 # %% ../nbs/ref/05_distributed.ipynb
-_wrapped = ('fit', 'validate', 'get_preds', 'tta')
+_auto_kwargs = []  # the `distrib_ctx` arguments of the open `auto_distrib` block, if any
+
+class AutoDistrib(Callback):
+    "Keeps its learner in `distrib_ctx` from each `before_fit` to its `after_fit`, while an `auto_distrib` block is open."
+    order, _stateattrs = DistribTrainer.order + 1, ('ctxs',)  # `after_fit` after the trainer's, which restores the model and loaders
+    def after_create(self):
+        if not is_main(): self.learn.remove_cbs([c for c in self.learn.cbs if isinstance(c, ProgressCallback)])
+    def before_fit(self):
+        on = bool(_auto_kwargs) and _distrib_cb(self.learn) is None  # not in a call that already is distributed
+        ctx = distrib_ctx(self.learn, **_auto_kwargs[-1]) if on else contextlib.nullcontext()
+        ctx.__enter__()
+        self.__dict__.setdefault('ctxs', []).append(ctx)
+        if on: _distrib_cb(self.learn)('before_fit')  # the trainer joined during this event: send it the event
+    def after_fit(self):
+        if self.__dict__.get('ctxs'): self.ctxs.pop().__exit__(None, None, None)
 
 @contextlib.contextmanager
 def auto_distrib(quiet_workers:bool=True, # send non-main processes' stdout to /dev/null
                  **kwargs): # passed to `distrib_ctx` (e.g. `sync_bn`, `mixed_precision`)
-    "In the block, `Learner.fit`, `validate`, `get_preds` and `tta` run in `distrib_ctx` (when launched in several processes)."
-    if world_size() <= 1 or hasattr(Learner.fit, '__wrapped__'):  # one process, or already inside `auto_distrib` (nested entry points)
+    "In the block, learners get `AutoDistrib`: their `fit`, `validate`, `get_preds` and `tta` run in `distrib_ctx` (when launched in several processes)."
+    if world_size() <= 1 or _auto_kwargs:  # one process, or already inside `auto_distrib` (nested entry points)
         yield
         return
-    orig = {k: getattr(Learner, k) for k in _wrapped}
-    def _wrap(f):
-        def _inner(self, *args, **kw):
-            with distrib_ctx(self, **kwargs): return f(self, *args, **kw)
-        _inner.__wrapped__ = f
-        return _inner
-    for k, f in orig.items(): setattr(Learner, k, _wrap(f))
+    _auto_kwargs.append(kwargs)
+    defaults.callbacks = [*defaults.callbacks, AutoDistrib]
     try:
         with contextlib.ExitStack() as st:
             if quiet_workers and not is_main(): st.enter_context(contextlib.redirect_stdout(st.enter_context(open(os.devnull, 'w'))))
             yield
     finally:
-        for k, f in orig.items(): setattr(Learner, k, f)
+        defaults.callbacks = [c for c in defaults.callbacks if c is not AutoDistrib]  # the CLI may have replaced the list meanwhile
+        _auto_kwargs.pop()
 
 # %% ../nbs/ref/05_distributed.ipynb
 @contextlib.contextmanager
@@ -318,4 +322,6 @@ def distrib_main(argv:list|None=None, # default `sys.argv[1:]`
 
 # %% ../nbs/ref/05_distributed.ipynb
 #| eval: false
-if __name__ == '__main__': sys.exit(distrib_main())
+if __name__ == '__main__':  # `python -m paddy_collab.distributed`: run the importable module's code, not this `__main__` copy of it,
+    from paddy_collab.distributed import distrib_main as _main  # so that the program it runs shares its `AutoDistrib` and `auto_distrib` state
+    sys.exit(_main())

@@ -8,21 +8,23 @@ import os, io, re, sys, json, shutil, getpass, zipfile, tempfile, contextlib, su
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlparse
+from fastcore.xtras import modified_env
+from fastkaggle import iskaggle  # imports neither `kaggle` nor torch
 from .core import *
 
 # %% auto 0
-__all__ = ['iskaggle', 'kaggle_timeout', 'kaggle_retries', 'kaggle_429_retries', 'kaggle_429_max_wait', 'paddy_comp',
-           'kaggle_image', 'KaggleError', 'kaggle_config_dir', 'KaggleCreds', 'find_creds', 'kaggle_creds',
-           'kaggle_env', 'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path', 'kernel_slug', 'nb_title',
-           'clean_nb', 'install_cell', 'kernel_files', 'wait_dataset', 'push_notebook', 'project_root', 'build_wheel',
+__all__ = ['kaggle_timeout', 'kaggle_retries', 'kaggle_429_retries', 'kaggle_429_max_wait', 'paddy_comp', 'kaggle_image',
+           'KaggleError', 'kaggle_config_dir', 'KaggleCreds', 'find_creds', 'kaggle_creds', 'kaggle_env',
+           'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path', 'kernel_slug', 'nb_title', 'clean_nb',
+           'install_cell', 'kernel_files', 'wait_dataset', 'push_notebook', 'project_root', 'build_wheel',
            'wheel_files', 'push_wheel_dataset', 'weights_files', 'push_weights_dataset', 'kernel_weights',
            'train_notebook', 'train_kernel_files', 'push_train_kernel', 'check_submission', 'submit',
-           'submission_score', 'kernel_output', 'kernel_status']
+           'submission_score', 'kernel_output', 'kernel_status', 'iskaggle']
 
 # %% ../nbs/ref/04_kaggle.ipynb
-iskaggle = bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE'))  # True inside a Kaggle kernel
+_all_ = ['iskaggle']  # fastkaggle's, re-exported
 
-def _on_kaggle()->bool: return bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE'))
+def _on_kaggle()->bool: return bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE'))  # `iskaggle`, read now
 
 # %% ../nbs/ref/04_kaggle.ipynb
 class KaggleError(RuntimeError):
@@ -109,19 +111,9 @@ def kaggle_creds()->KaggleCreds:
     return c
 
 # %% ../nbs/ref/04_kaggle.ipynb
-@contextlib.contextmanager
 def kaggle_env(**kwargs):
-    "Set (value `str`) or remove (value `None`) environment variables inside the block; restore them after."
-    old = {k: os.environ.get(k) for k in kwargs}
-    try:
-        for k, v in kwargs.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = str(v)
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+    "fastcore's `modified_env` taking `NAME=None` to remove a variable, so one `dict` sets some variables and removes others."
+    return modified_env(*[k for k, v in kwargs.items() if v is None], **{k: str(v) for k, v in kwargs.items() if v is not None})
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def save_kaggle_json(username:str, # your Kaggle user name (not a secret)
@@ -154,20 +146,15 @@ def _timeout_adapter(timeout):
             return super().send(request, **kw)
     return _TimeoutAdapter(max_retries=0)
 
-def _build_client(api, timeout):
-    "The client's `build_kaggle_client`, with our timeout on its HTTP session and the API environment read now."
-    from kagglesdk import KaggleClient
-    from kagglesdk.kaggle_env import get_env
-    cv = api.config_values
-    client = KaggleClient(env=get_env(), verbose=False, username=cv.get('username'), password=cv.get('key'),
-                          api_token=cv.get('token'), response_processor=api.get_response_processor())
+def _with_timeout(client, timeout):
+    "kagglesdk `client`, its requests giving up after `timeout` s: the one shim on kagglesdk internals (it has no timeout setting)."
     hc = client.http_client()
-    hc._init_session()
+    hc.__enter__()  # opens its requests session now, as `with client:` does; the client's own `with` reuses it
     for prefix in ('http://', 'https://'): hc._session.mount(prefix, _timeout_adapter(timeout))
     return client
 
-def _upload(timeout, path, url, quiet=True, resume=False):
-    "PUT the file at `path` to Kaggle's upload `url`; raise on failure (replaces the client's `upload_complete`)."
+def _upload(timeout, path, url):
+    "PUT the file at `path` to Kaggle's upload `url`; raise on failure (the client's `upload_complete` prints and goes on)."
     import requests
     from kaggle.models.kaggle_models_extended import ResumableUploadResult
     with open(path, 'rb') as f: r = requests.put(url, data=f, timeout=timeout)
@@ -210,24 +197,32 @@ def _kaggle_op(what:str, api=None, comp=None):
     except Exception as e: raise KaggleError(f"{what} failed: {_cause(e, creds, timeout, comp)}") from e
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def _api_class():
+    "The client's `KaggleApi`, subclassed: imported here, since importing `kaggle` authenticates (and prints help when it cannot)."
+    with contextlib.redirect_stdout(io.StringIO()): from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk import KaggleClient
+    class PaddyKaggleApi(KaggleApi):
+        "`KaggleApi` with a timeout on every request, `retries` extra attempts after a network error, and uploads that raise."
+        def __init__(self, creds, timeout, retries):
+            self._paddy_creds, self._paddy_timeout, self._paddy_retries = creds, timeout, retries
+            self.args = []  # never verbose: the client's verbose mode prints request headers, credentials included
+            self.config_dir = str(kaggle_config_dir())  # the client's class attribute was fixed when it was imported
+            self.config = os.path.join(self.config_dir, 'kaggle.json')
+        def build_kaggle_client(self):
+            cv = self.config_values  # env=None: kagglesdk reads KAGGLE_API_ENVIRONMENT
+            return _with_timeout(KaggleClient(env=None, verbose=False, username=cv.get(self.CONFIG_NAME_USER), password=cv.get(self.CONFIG_NAME_KEY),
+                                              api_token=cv.get(self.CONFIG_NAME_TOKEN), response_processor=self.get_response_processor()), self._paddy_timeout)
+        def with_retry(self, func, **kwargs): return super().with_retry(func, max_retries=self._paddy_retries+1, initial_delay_millis=250)
+        def download_file(self, *args, **kwargs): return super().download_file(*args, **{**kwargs, 'max_retries': self._paddy_retries, 'timeout': self._paddy_timeout})
+        def upload_complete(self, path, url, quiet=True, resume=False): return _upload(self._paddy_timeout, path, url)
+    return PaddyKaggleApi
+
 def kaggle_api(timeout:float|None=None, # seconds per HTTP request; default `kaggle_timeout`
                retries:int|None=None, # extra attempts after a network error; default `kaggle_retries`
               ):
     "The `kaggle` client's `KaggleApi`, authenticated, with timeouts, few retries and uploads that raise."
     creds = kaggle_creds()
-    timeout = kaggle_timeout if timeout is None else timeout
-    retries = kaggle_retries if retries is None else retries
-    with contextlib.redirect_stdout(io.StringIO()):  # importing `kaggle` authenticates, and prints help when it cannot
-        from kaggle.api.kaggle_api_extended import KaggleApi
-    api = KaggleApi()
-    api.args = []  # never verbose: the client's verbose mode prints request headers, credentials included
-    api.config_dir = str(kaggle_config_dir())
-    api.config = os.path.join(api.config_dir, 'kaggle.json')
-    api.build_kaggle_client = lambda: _build_client(api, timeout)
-    api.with_retry = lambda func, **kw: KaggleApi.with_retry(api, func, max_retries=retries+1, initial_delay_millis=250)
-    api.download_file = lambda *a, **kw: KaggleApi.download_file(api, *a, **{**kw, 'max_retries': retries, 'timeout': timeout})
-    api.upload_complete = lambda path, url, quiet=True, resume=False: _upload(timeout, path, url)
-    api._paddy_creds, api._paddy_timeout = creds, timeout
+    api = _api_class()(creds, kaggle_timeout if timeout is None else timeout, kaggle_retries if retries is None else retries)
     with _kaggle_op(f'Signing in to Kaggle with {creds.source}', api), contextlib.redirect_stdout(io.StringIO()): api.authenticate()
     return api
 

@@ -4,17 +4,18 @@ One launch runs the worker's Paddy and collab jobs (a process start costs second
 `train-paddy`; the single-process baselines run in this process. PADDY_TEST_FLAGS=slow adds the CLI's `train-collab`;
 PADDY_BENCH=1 prints 1- vs 2-process throughput figures.
 """
-import os, sys, json, contextlib, textwrap, time, subprocess
+import os, sys, json, textwrap, time, subprocess
 from pathlib import Path
 import pytest, torch
 from paddy_collab.distributed import launch, launch_cmd, distrib_main
+from conftest import one_thread_ctx
 
 WORKER = textwrap.dedent('''
     "Train a Paddy and a collab model; the main process saves what they predict. Runs unchanged in 1 or N processes."
     import sys, json, time, numpy as np, pandas as pd, torch
     from pathlib import Path
     from fastai.basics import set_seed, noop
-    from paddy_collab.distributed import is_main, world_size, main_print
+    from paddy_collab.distributed import is_main, world_size, main_print, AutoDistrib
 
     out, jobs, paddy = Path(sys.argv[1]), sys.argv[2].split(','), Path(sys.argv[3])
     info = dict(world_size=world_size())
@@ -34,8 +35,7 @@ WORKER = textwrap.dedent('''
         learn.model.eval()
         with torch.no_grad(): local = torch.cat([learn.model(b[0]) for b in tdl])  # this process alone, the whole test set
         valid = [float(v) for v in learn.validate()]  # distributed: sharded, metrics gathered
-        from fastai.learner import Learner
-        whole = [float(v) for v in getattr(Learner.validate, '__wrapped__', Learner.validate)(learn)]  # this process alone
+        with learn.removed_cbs([c for c in learn.cbs if isinstance(c, AutoDistrib)]): whole = [float(v) for v in learn.validate()]  # this process alone
         save('paddy', probs=pset.probs, files=pset.files, valid=valid, whole=whole, raw=raw, local=local, secs=secs,
              n_train=len(learn.dls.train_ds)*3)
         main_print(f'paddy: {len(pset.files)} test predictions, {secs:.1f}s')
@@ -70,14 +70,6 @@ WORKER = textwrap.dedent('''
     if is_main(): (out/'info.json').write_text(json.dumps(info))
 ''')
 
-@contextlib.contextmanager
-def one_thread():
-    "One torch thread, as each launched process has (torchrun sets OMP_NUM_THREADS=1): a fair baseline, and on a busy 2-core machine 2 threads can be 10x slower."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(n)
-
 def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None, subprocess_=False):
     "Run the worker in `nproc` processes (1: in this process, as a plain script run under `auto_distrib` would)."
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +82,7 @@ def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None, subprocess_=Fa
     if nproc == 1:
         old = sys.argv
         try:
-            with one_thread(): assert distrib_main(args) == 0
+            with one_thread_ctx(): assert distrib_main(args) == 0
         finally: sys.argv = old
         return None
     return launch(args, num_processes=nproc, threads=threads, timeout=600)
@@ -100,7 +92,7 @@ def runs(tmp_path_factory):
     "The worker's outputs in 1 and in 2 processes."
     from paddy_collab.synth import synth_paddy
     base = tmp_path_factory.mktemp('distrib')
-    paddy = synth_paddy(base/'paddy', n_per_class=4, n_test=6, size=(64, 80))
+    paddy = synth_paddy(base/'paddy', n_per_class=4, n_test=6, size=(64, 80))  # not `small_paddy`: 32 training images fill one global batch of 2 x 16
     jobs = ['paddy', 'collab']
     r2 = run_worker(base/'two'/'out', jobs, paddy, nproc=2)
     run_worker(base/'one'/'out', jobs, paddy, nproc=1)
@@ -126,9 +118,12 @@ def test_collab_metrics_gathered(runs):
 def test_exported_learner_is_single_process(runs):
     "After `fit`, the learner holds the plain model again: it exports and reloads without DDP or the trainer callback."
     from fastai.learner import load_learner
+    from paddy_collab.distributed import AutoDistrib
     learn = load_learner(runs['two']/'collab.pkl')
     assert not isinstance(learn.model, torch.nn.parallel.DistributedDataParallel)
     assert 'DistribTrainer' not in [type(c).__name__ for c in learn.cbs]
+    auto = [c for c in learn.cbs if isinstance(c, AutoDistrib)]  # kept from the block it was made in: idle outside one
+    assert len(auto) == 1 and not auto[0].__dict__.get('ctxs')
 
 def test_collab_predictions_whole_and_in_order(runs):
     one, two = load(runs['one'], 'collab'), load(runs['two'], 'collab')
@@ -183,7 +178,7 @@ def test_cli_train_collab(tmp_path):
     args = ['train-collab', '--ratings', tmp_path/'r.csv', '--item-col', 'item', '--epochs', '2', '--quiet']
     prog = ['-m', 'paddy_collab.cli']
     r = launch(prog + args + ['--bs', '32', '--out', tmp_path/'two'], num_processes=2, timeout=600)
-    with one_thread(): assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
+    with one_thread_ctx(): assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
     one, two = tmp_path/'one', tmp_path/'two'
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temporary folder left by either process
@@ -192,17 +187,15 @@ def test_cli_train_collab(tmp_path):
     print(f'train-collab valid MSE: 1 process {m1:.4f}, 2 processes {m2:.4f}')
     assert abs(m2 - m1) < 0.02*m1
 
-def test_cli_train_paddy(tmp_path):
+def test_cli_train_paddy(tmp_path, small_paddy):
     "`accelerate launch ... paddy_collab.cli train-paddy --multi-target` in 2 processes: one member folder, the files of a 1-process run."
     from paddy_collab import cli
-    from paddy_collab.synth import synth_paddy
     from paddy_collab.ensemble import load_preds
-    data = synth_paddy(tmp_path/'paddy', n_per_class=4, n_test=6, size=(64, 80))
-    args = ['train-paddy', '--data', data, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
+    args = ['train-paddy', '--data', small_paddy, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
             '--n-tta', '1', '--quiet']
     prog = ['-m', 'paddy_collab.cli']
     r = launch(prog + args + ['--bs', '8', '--out', tmp_path/'two'], num_processes=2, timeout=600)
-    with one_thread(): assert cli.main([str(a) for a in args] + ['--bs', '16', '--out', str(tmp_path/'one')]) == 0
+    with one_thread_ctx(): assert cli.main([str(a) for a in args] + ['--bs', '16', '--out', str(tmp_path/'one')]) == 0
     (m1,), (m2,) = [list(d.iterdir()) for d in (tmp_path/'one', tmp_path/'two')]  # one member folder each
     assert m1.name == m2.name and sorted(p.name for p in m2.iterdir()) == sorted(p.name for p in m1.iterdir())
     assert not [p for p in [*tmp_path.iterdir(), *(tmp_path/'two').iterdir()] if p.name.startswith('.')]
@@ -224,6 +217,17 @@ def test_failed_launch_reports_output(monkeypatch):
     import paddy_collab.distributed as d
     monkeypatch.setattr(d, 'launch_cmd', lambda args, **kw: [sys.executable, '-c', 'import sys; print("some output"); sys.exit("worker failed on purpose")'])
     with pytest.raises(RuntimeError, match='(?s)failed with status 1.*some output.*worker failed on purpose'): d.launch(['x.py'])
+
+def test_auto_distrib_leaves_learner_alone(monkeypatch):
+    "`auto_distrib` adds its callback to the learners made in the block (fastai's `defaults.callbacks`), once when nested, and patches nothing."
+    import paddy_collab.distributed as d
+    from fastai.learner import Learner, defaults
+    fit, before = Learner.fit, list(defaults.callbacks)
+    with d.auto_distrib(): assert defaults.callbacks == before  # one process: nothing added
+    monkeypatch.setattr(d, 'world_size', lambda: 2)  # as if launched in 2 processes (rank 0); no fit here, so no process group is needed
+    with d.auto_distrib():
+        with d.auto_distrib(): assert defaults.callbacks == before + [d.AutoDistrib]
+    assert defaults.callbacks == before and Learner.fit is fit
 
 def test_usage():
     assert distrib_main([]) == 2 and distrib_main(['-m']) == 2

@@ -372,7 +372,6 @@ def test_weights_dataset_and_kernel_weights(kenv, tmp_path, monkeypatch):
     "Weights made locally in the HF cache layout, pushed, laid out as Kaggle attaches them, and loaded by timm with pretrained=True."
     import timm, torch, huggingface_hub.constants as hc
     from safetensors.torch import save_file
-    from paddy_collab.train import pretrained_kwargs
     hub = tmp_path/'hf'/'hub'
     r = hub/'models--timm--test_resnet.r160_in1k'
     (r/'refs').mkdir(parents=True); (r/'snapshots'/'abc').mkdir(parents=True); (r/'refs'/'main').write_text('abc')
