@@ -164,8 +164,10 @@ def scale_set(n_users, n_items, n, seed):
 
 def scale(args):
     n_users,n_items,n = scale_ratings(args)
+    if args.smoke: args.scale_bs = [min(b, 16_384) for b in args.scale_bs]  # batches the tiny set can fill
     out = [f"`python benchmarks/collab.py --scale{' --smoke' if args.smoke else ''}`: synthetic set, {n_users:,} users, {n_items:,} items, "
-           f"{n:,} ratings (rank-8 model + noise, half stars; valid_pct 0.2), n_factors=50, one process, one torch thread. "
+           f"{n:,} ratings (rank-8 model + noise, half stars; valid_pct 0.2), n_factors=50, one process; one torch thread except in the fast rows "
+           f"with `threads` 2 (both cores). "
            f"Load average at the start {args.load0}.", '']
     print(out[0], flush=True)
     t = time.perf_counter()
@@ -181,11 +183,12 @@ def scale(args):
     bw = mem_bandwidth()
     out += [f"Fast path: int32 indices, bfloat16 ratings, each batch sorted by user (`sort_by=0`), `keep_freed_memory()` ({kept}). "
             f"Memory bandwidth measured here (one thread, 256 MB copy): {bw:.1f} GB/s. Predicting the training mean: valid MSE {base:.4f}.", '',
-            "| path | bs | optimizer, lr | epochs | epoch, wall s | epoch, CPU s | train ratings/s (CPU) | valid MSE | peak RSS, MB | bytes moved / bandwidth, s | ratio to that limit |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| path | bs | optimizer, lr | threads | epochs | epoch, wall s | epoch, CPU s | train ratings/s (CPU) | valid MSE | peak RSS, MB | bytes moved / bandwidth, s | ratio of wall time to that limit |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     best = None
-    for bs,spec in zip(args.scale_bs, args.scale_opt):
+    for bs,spec,th in [(b,o,t) for b,o in zip(args.scale_bs, args.scale_opt) for t in args.scale_threads]:
         opt,lr = spec.split(':'); lr = float(lr)
+        torch.set_num_threads(th)
         dls.train.bs,dls.valid.bs = bs,max(bs, 65536)
         set_seed(args.seed)
         learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func={'fused':adamw_fused, 'lazy':lazy_adamw}[opt])
@@ -196,15 +199,17 @@ def scale(args):
         ep_w,ep_c = clock.ends[0],clock.cpu[0]
         mse = float(learn.recorder.values[-1][1])
         lim = epoch_bytes(n_trn, n_val, bs, n_users, n_items, 50, opt)/bw/1e9
-        print(f"fast {opt} bs={bs} lr={lr:g}: first epoch {ep_w:.1f}s wall / {ep_c:.1f}s CPU; valid MSE per epoch "
+        torch.set_num_threads(1)
+        print(f"fast {opt} bs={bs} lr={lr:g} threads={th}: first epoch {ep_w:.1f}s wall / {ep_c:.1f}s CPU; valid MSE per epoch "
               + ' '.join(f'{v[1]:.4f}' for v in learn.recorder.values) + f"; peak RSS {mem.peak:.0f} MB; limit {lim:.1f}s", flush=True)
         out.append(f"| fast: TensorCollabDataLoaders + LeanLearner + fast_embeddings{'(sparse)' if opt=='lazy' else ''} | {bs:,} | "
-                   f"{'lazy_adamw' if opt=='lazy' else 'adamw_fused'}, {lr:g} | {args.scale_epochs} | {ep_w:.1f} | {ep_c:.1f} | "
-                   f"{n_trn/clock.cpu_trn[0]:,.0f} | {mse:.4f} | {mem.peak:.0f} | {lim:.1f} | {ep_c/lim:.1f}× |")
-        if best is None or ep_c<best[0]: best = (ep_c,ep_w,bs,opt,mse)
+                   f"{'lazy_adamw' if opt=='lazy' else 'adamw_fused'}, {lr:g} | {th} | {args.scale_epochs} | {ep_w:.1f} | {ep_c:.1f} | "
+                   f"{n_trn/max(clock.cpu_trn[0], 1e-6):,.0f} | {mse:.4f} | {mem.peak:.0f} | {lim:.1f} | {ep_w/lim:.1f}× |")
+        if best is None or ep_w<best[0]: best = (ep_w,ep_c,bs,opt,mse,th)
         del learn; gc.collect()
     if args.stock_batches>0: out += stock_scale(args, n_users, n_items, n, n_trn)
     out += ['', f"Process peak RSS {max_rss_mb():.0f} MB. Load average at the end {load_avg()}.", '',
+            f"The fast path's best setting: bs={best[2]:,}, {best[3]}, {best[5]} thread(s): {best[0]:.1f} s wall ({best[1]:.1f} CPU-s), valid MSE {best[4]:.4f}.", '',
             f"25M epoch: {best[0]:.1f} s" if not args.smoke else f"smoke epoch: {best[0]:.2f} s"]
     return '\n'.join(out)
 
@@ -287,6 +292,7 @@ def parse(argv=None):
     p.add_argument('--n-ratings', type=int, default=25_000_000)
     p.add_argument('--scale-bs', type=int, nargs='*', default=[262144, 65536])
     p.add_argument('--scale-opt', nargs='*', default=['fused:1e-1', 'fused:3e-2'], help='one per --scale-bs: fused|lazy:lr')
+    p.add_argument('--scale-threads', type=int, nargs='*', default=[1, 2], help='--scale: torch threads of the fast runs (each bs is run with each)')
     p.add_argument('--scale-epochs', type=int, default=1, help='--scale: epochs of each fast run (the MSE is after the last)')
     p.add_argument('--scale-wd', type=float, default=0.01)
     p.add_argument('--stock-bs', type=int, default=1024)
