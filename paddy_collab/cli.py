@@ -84,7 +84,6 @@ def build_parser()->argparse.ArgumentParser:
         sp.set_defaults(job=c['opts'](sp), **c['defaults'])
     return p
 
-# %% ../nbs/ref/06_cli.ipynb
 @contextlib.contextmanager
 def _settings(a):
     "Run a job with `a`'s torch threads and progress display, then put both back (`demo` runs the jobs in one process)."
@@ -159,7 +158,6 @@ def _read_ratings(a)->tuple:
         raise UsageError(f"--model ce predicts whole stars 1 to 5 as five classes, but {a.rating_col} also holds {bad[:5]}: use another --model")
     return df, src
 
-# %% ../nbs/ref/06_cli.ipynb
 collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.collab_kinds`, here so that `--help` needs no fastai import
 
 @command('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
@@ -171,10 +169,9 @@ def _train_collab(p):
                  "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy",
                  dict(choices=collab_models)),
           fast=(True, 'tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders'),
-          n_factors=(50, 'latent factors per user and item (dot, bias, fastai)'), epochs=(5, 'epochs of fit_one_cycle', dict(type=_pos)),
-          lr=(5e-3, 'maximum learning rate'), wd=(0.1, 'weight decay'), bs=(64, 'batch size'), valid_pct=(0.2, 'share of ratings held out for validation'),
-          y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))),
-          seed=(42, 'seed of the split and of the initial weights'), out=('outputs/collab', 'folder to save the model and plots in'))
+          n_factors=(50, 'latent factors per user and item (dot, bias, fastai)'), epochs=(5, 'epochs of fit_one_cycle', dict(type=_pos)), lr=(5e-3, 'maximum learning rate'),
+          wd=(0.1, 'weight decay'), bs=(64, 'batch size'), valid_pct=(0.2, 'share of ratings held out for validation'), seed=(42, 'seed of the split and of the initial weights'),
+          y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))), out=('outputs/collab', 'folder to save the model and plots in'))
     return _train_collab_job
 
 def _train_collab_job(a):
@@ -221,7 +218,6 @@ def _load_collab(folder):
         df = pd.read_csv(m['ratings'], sep=m.get('sep', ','))
     return learn, df, m
 
-# %% ../nbs/ref/06_cli.ipynb
 @command('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
          'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False)
 def _recommend(p):
@@ -287,7 +283,6 @@ def _save_member(a, data, name, preds, learn):
     print(f"{m['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({m['train_secs']:.0f}s)")
     for f in files.values(): print(f"wrote {dest/f}")
 
-# %% ../nbs/ref/06_cli.ipynb
 @command('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
          'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
 def _train_paddy(p):
@@ -296,17 +291,14 @@ def _train_paddy(p):
     g.add_argument('--ensemble', help='a named ensemble (`ensemble.named_ensemble`): lesson (the course\'s four large models, two shapes each; '
                    'ignores --size), small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')
     _opts(p, data=(None, 'the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`'),
-          size=([224], 'final image size: one number, or height and width', dict(type=int, nargs='+', metavar='PX')),
-          epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=_pos)),
+          size=([224], 'final image size: one number, or height and width', dict(type=int, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=_pos)),
           accum=('1', 'batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', dict(type=_accum)),
-          bs=(64, 'effective batch size: images per optimizer step'), lr=(0.01, 'learning rate'),
-          multi_target=(False, 'predict disease and rice variety with one two-headed model'),
+          bs=(64, 'effective batch size: images per optimizer step'), lr=(0.01, 'learning rate'), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
           pretrained=(True, 'start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights'),
           finetune=(True, 'fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers'),
-          n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)'),
+          n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)'), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
           precision=('auto', 'auto: fp16 mixed precision on CUDA, fp32 on CPU', dict(choices=['auto', 'fp32', 'fp16', 'bf16'])),
-          seed=(42, 'seed of the train/valid split (the same for every member) and of training'),
-          out=('outputs/paddy', 'folder for the saved members, one sub-folder each'))
+          seed=(42, 'seed of the train/valid split (the same for every member) and of training'))
     return _train_paddy_job
 
 def _train_paddy_job(a):
@@ -361,7 +353,6 @@ def _predict_opts(p):
           weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=float, nargs='+')),
           head=('disease', 'which head\'s labels to write (disease; variety for a multi-target model)'), out=('submission.csv', 'the submission CSV to write'))
 
-# %% ../nbs/ref/06_cli.ipynb
 @command('predict', 'average saved prediction sets with weights into a submission CSV',
          'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv')
 def _predict_cmd(p):
@@ -392,8 +383,7 @@ def _kernel_opts(p):
           dataset=([], 'a dataset to attach (repeatable)', dict(action='append', metavar='OWNER/SLUG')),
           wheel_ds=(None, 'the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)', dict(metavar='[OWNER/]SLUG')),
           model=([], 'a Kaggle model to attach (repeatable)', dict(action='append', metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION')),
-          public=(False, 'make the kernel public (default: private)'),
-          gpu=(None, 'run it on a GPU (default: on for --train)', dict(action=argparse.BooleanOptionalAction)),
+          public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train)', dict(action=argparse.BooleanOptionalAction)),
           internet=(None, 'allow internet in the kernel (default: off for --train, on otherwise)', dict(action=argparse.BooleanOptionalAction)),
           wait=(600., 'wait this long for your attached datasets to be ready before pushing', dict(metavar='SECS')),
           dry_run=(None, 'write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing', dict(metavar='DIR')))
@@ -403,14 +393,13 @@ def _kernel_opts(p):
 def _push_kernel(p):
     p.add_argument('notebook', nargs='?', help='the .ipynb file to push (or --train)')
     _opts(p, train=(False, 'the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv'),
-          title=(None, 'kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")'),
-          slug=(None, 'kernel slug, the URL name; must match the title (default: from the title)'),
+          title=(None, 'kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")'), slug=(None, 'kernel slug, the URL name; must match the title (default: from the title)'),
           comp=('paddy-disease-classification', 'competition whose data the kernel reads ("" for none)'))
     _opts(p.add_argument_group('--train: the parameters cell'),
           arch=(None, 'a timm architecture (repeatable; default convnext_small.fb_in22k)', dict(action='append')),
           ensemble=(None, 'the course\'s four models, two shapes each (instead of --arch)', dict(choices=['lesson'])),
-          epochs=(12, 'epochs (after one frozen epoch)'), size=(224, 'final image size'), accum=(1, 'batches whose gradients add up before each step'),
-          bs=(64, 'effective batch size'), n_tta=(4, 'augmented passes of test-time augmentation'),
+          epochs=(12, 'epochs (after one frozen epoch)'), size=(224, 'final image size'), accum=(1, 'batches whose gradients add up before each step'), bs=(64, 'effective batch size'),
+          n_tta=(4, 'augmented passes of test-time augmentation'),
           weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
           submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE')))
     _kernel_opts(p)
@@ -510,17 +499,13 @@ def _demo(p):
         check_writable(out/'x')
         t0 = time.time()
         for args in demo_steps(out, a.quick, a.force):
-            extra = ['--quiet'] * a.quiet
-            print(f"\n$ paddy_collab {' '.join(repr(x) if ' ' in x else x for x in args + extra)}", flush=True)
-            t = time.time()
-            ns = build_parser().parse_args(args + extra)
+            args, t = args + ['--quiet'] * a.quiet, time.time()
+            print(f"\n$ paddy_collab {' '.join(repr(x) if ' ' in x else x for x in args)}", flush=True)
+            ns = build_parser().parse_args(args)
             with _settings(ns): ns.job(ns)
             print(f"({time.time()-t:.0f}s)", flush=True)
-        pngs = sorted(out.rglob('*.png'))
-        print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:")
-        print(f"  submission: {out/'submission.csv'}")
-        print(f"  models: {out/'collab'/'model.pkl'}, " + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))))
-        print('  plots:\n' + '\n'.join(f'    {p}' for p in pngs))
+        print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:\n  submission: {out/'submission.csv'}\n  models: {out/'collab'/'model.pkl'}, "
+              + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))) + '\n  plots:\n' + '\n'.join(f'    {p}' for p in sorted(out.rglob('*.png'))))
     return job
 
 # %% ../nbs/ref/06_cli.ipynb

@@ -135,12 +135,16 @@ def test_submission_bad_input(paddy, tmp_path):
 
 def test_train_ensemble_order_resume_and_early_name_check(tmp_path, monkeypatch):
     calls = []
-    def fake_train(arch, size, item=None, path=None, **kw):
-        calls.append((arch, size)); return _ps(len(calls), arch=arch)
+    def fake_train(arch, size, item=None, path=None, return_learner=False, **kw):
+        calls.append((arch, size)); p = _ps(len(calls), arch=arch)
+        return (p, f'learner {len(calls)}') if return_learner else p
     monkeypatch.setattr(E, 'train', fake_train)
     from fastai.vision.augment import Resize
     ms = {'resnet18': [(Resize(40), 32), (Resize(40, method='squish'), (48, 32))], 'test_resnet': [(Resize(40), 32)]}
-    ps = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False)
+    saved = []
+    ps = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False, on_member=lambda name, p, learn: saved.append((name, p.meta['arch'], learn)))
+    assert saved == [('resnet18-Resize40_40crop-32', 'resnet18', 'learner 1'), ('resnet18-Resize40_40squish-48x32', 'resnet18', 'learner 2'),
+                     ('test_resnet-Resize40_40crop-32', 'test_resnet', 'learner 3')]  # the hook sees each member once, after its training
     assert calls == [('resnet18', 32), ('resnet18', (48, 32)), ('test_resnet', 32)]
     assert [p.meta['arch'] for p in ps] == ['resnet18', 'resnet18', 'test_resnet'] and len(list((tmp_path/'preds').glob('*.npz'))) == 3
     again = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False)
