@@ -252,20 +252,19 @@ def _data(a)->Path:
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
     return data
 
-def _confusion(learn, heads, folder)->tuple:
-    "fastai's confusion matrix of each head on the validation set, saved in `folder`: ({head: error rate}, {name: file})."
-    import numpy as np
+def _confusion(learn, heads, path)->dict:
+    "fastai's confusion matrix of each head on the validation set, side by side in one PNG at `path`: {head: error rate}."
+    import numpy as np, matplotlib.pyplot as plt
     from paddy_collab.train import HeadInterpretation
-    errs, figs = {}, {}
+    errs, panels = {}, []
     for i, h in enumerate(heads):
         interp = HeadInterpretation.from_learner(learn, head=i)
         cm = interp.confusion_matrix()
         errs[h] = float(1 - np.trace(cm)/max(cm.sum(), 1))
-        interp.plot_confusion_matrix(title=f'{h}: validation error {errs[h]:.1%}', figsize=(7, 7))
-        name = 'confusion' if i == 0 else f'confusion_{h}'
-        figs[name] = f'{name}.png'
-        _savefig(folder/figs[name])
-    return errs, figs
+        interp.plot_confusion_matrix(title=f'{h}: validation error {errs[h]:.1%}', figsize=(7, 7), dpi=80)
+        fig = plt.gcf(); fig.tight_layout(); fig.canvas.draw(); panels.append(np.asarray(fig.canvas.buffer_rgba())); plt.close('all')
+    plt.imsave(path, np.concatenate(panels, axis=1))  # one panel per head, each fastai's own plot
+    return errs
 
 def _save_member(a, data, name, preds, learn):
     "`train_ensemble`'s `on_member` for `train-paddy`: one folder under `--out` with the learner, the predictions, the plots and the manifest."
@@ -275,9 +274,9 @@ def _save_member(a, data, name, preds, learn):
     with main_or_scratch(atomic_dir(dest, a.force)) as tmp:
         save_preds(preds, tmp/'preds.npz')
         learn.recorder.plot_loss(skip_start=0); _savefig(tmp/'loss.png')
-        errs, figs = _confusion(learn, preds.heads, tmp)
+        errs = _confusion(learn, preds.heads, tmp/'confusion.png')
         learn.export(tmp/'model.pkl')
-        files = dict(model='model.pkl', preds='preds.npz', loss='loss.png', **figs)
+        files = dict(model='model.pkl', preds='preds.npz', loss='loss.png', confusion='confusion.png')
         write_manifest(tmp, 'train-paddy', 'paddy-model', arch=m['arch'], item=m['item'], size=m['size'], heads=preds.heads, valid_error=errs,
                        valid=m.get('valid'), train_secs=m['train_secs'], data=str(data.resolve()), args=_args(a), files=files)
     print(f"{m['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({m['train_secs']:.0f}s)")

@@ -195,9 +195,11 @@ def test_train_paddy(paddy_models):
     members = sorted(p.name for p in out.iterdir())
     assert members == ['test_resnet-Resize69_69crop-32', 'test_resnet-Resize69_69squish-32']
     for m in members:
-        files = ['confusion.png', 'confusion_variety.png', 'loss.png', 'model.pkl', 'preds.npz']  # fastai's confusion matrix, one per head
-        assert sorted(p.name for p in (out/m).iterdir()) == sorted(files + ['paddy_collab.json'])
-        for f in files: assert f"wrote {out/m/f}" in so
+        assert sorted(p.name for p in (out/m).iterdir()) == ['confusion.png', 'loss.png', 'model.pkl', 'paddy_collab.json', 'preds.npz']
+        for f in ('model.pkl', 'preds.npz', 'loss.png', 'confusion.png'): assert f"wrote {out/m/f}" in so
+        from PIL import Image
+        w, h = Image.open(out/m/'confusion.png').size
+        assert w == 2*h  # fastai's confusion matrix of each head (disease, variety), side by side
     errs = [l for l in so.splitlines() if ': validation error disease ' in l]
     assert len(errs) == 2 and all('variety' in l for l in errs)
     assert leftovers(out) == []
