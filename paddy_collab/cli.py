@@ -4,209 +4,137 @@
 
 # %% ../nbs/ref/06_cli.ipynb 2
 from __future__ import annotations
-import argparse, contextlib, difflib, json, os, shutil, signal, sys, tempfile, time, warnings
-from datetime import datetime, timezone
+import argparse, contextlib, json, os, sys, time, warnings
+from functools import partial
 from pathlib import Path
 from . import __version__
 from .core import *
-from .core import atomic_dir as core_atomic_dir
 
 # %% auto 0
-__all__ = ['MANIFEST', 'collab_models', 'UsageError', 'user_input', 'error_line', 'check_writable', 'atomic_dir',
-           'write_manifest', 'read_manifest', 'command', 'build_parser', 'paddy_ensembles', 'demo_steps']
+__all__ = ['collab_models', 'user_input', 'error_line', 'command', 'build_parser', 'main', 'demo_steps']
 
 # %% ../nbs/ref/06_cli.ipynb
-class UsageError(Exception):
-    "An error the user can fix: printed as one line, exit status 2."
-
 _user_errors = (UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+_cli_words = {'overwrite=True': '--force', 'pretrained=False': '--no-pretrained'}  # the library's parameters -> the options that set them
 
 @contextlib.contextmanager
 def user_input():
-    "Inside the block, a `ValueError`/`KeyError` (a library's check of what the user gave) or a `KaggleError` is a `UsageError`."
-    from paddy_collab.kaggle import KaggleError
+    "Inside the block, where the library checks what the user gave, its `ValueError`, `LookupError`, `TypeError` or `RuntimeError` (`KaggleError`) is a `UsageError`."
     try: yield
-    except (ValueError, KeyError, KaggleError) as e: raise UsageError(error_line(e)) from e
+    except (ValueError, LookupError, TypeError, RuntimeError) as e: raise UsageError(error_line(e)) from e
 
 def error_line(e:BaseException)->str:
-    "The one-line message for `e` (a `KeyError`'s own message, not its repr)."
+    "The one-line message for `e` (a `KeyError`'s own message, not its repr), in the command line's words."
     msg = e.args[0] if len(e.args)==1 and isinstance(e.args[0], str) else str(e)
     if isinstance(e, OSError) and e.filename and e.strerror: msg = f"{e.filename}: {e.strerror}"
-    return ' '.join(str(msg).split()) or type(e).__name__
+    msg = ' '.join(str(msg).split()) or type(e).__name__
+    for k, v in _cli_words.items(): msg = msg.replace(k, v)
+    return msg
 
 # %% ../nbs/ref/06_cli.ipynb
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line on stderr, status 2."
-    def error(self, message):
-        sys.stderr.write(f"paddy_collab: error: {message} (see `{self.prog} --help`)\n")
-        sys.exit(2)
+    def error(self, message): sys.stderr.write(f"paddy_collab: error: {message} (see `{self.prog} --help`)\n"); sys.exit(2)
 
 class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter): pass
 
-# %% ../nbs/ref/06_cli.ipynb
-def check_writable(path, # a file or folder to be created
-                  )->Path: # `path`
-    "Raise `UsageError` now if `path` could not be created later (a parent that is a file, or not writable)."
-    path = Path(path)
-    p = path.parent
-    while not p.exists() and p != p.parent: p = p.parent
-    if not p.is_dir(): raise UsageError(f"cannot write {path}: {p} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=p): pass
-    except OSError as e: raise UsageError(f"cannot write {path}: {p} is not writable ({e.strerror})") from None
-    return path
+def _opts(p, **opts):
+    "Add `--name` options to `p` from `name=(default, help)` or `name=(default, help, {more add_argument keywords})`; a default's type is the option's."
+    for name, (default, help, *kw) in opts.items():
+        kw = kw[0] if kw else {}
+        if isinstance(default, bool): kw.setdefault('action', argparse.BooleanOptionalAction if default else 'store_true')
+        elif isinstance(default, (int, float)): kw.setdefault('type', type(default))
+        p.add_argument('--' + name.replace('_', '-'), default=default, help=help, **kw)
 
-@contextlib.contextmanager
-def atomic_dir(path, # the folder to create
-               force:bool=False, # replace an existing `path`
-              ):
-    "core's `atomic_dir` (a temporary folder beside `path`, with mkdir's permissions, that becomes `path` only if the block succeeds), with the CLI's messages."
-    path = Path(path)
-    if path.exists() and not force: raise FileExistsError(f"{path} already exists; pass --force to replace it")
-    check_writable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with core_atomic_dir(path, overwrite=True) as tmp: yield tmp
+def _pos(s)->int:
+    if (n := int(s)) < 1: raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
-# %% ../nbs/ref/06_cli.ipynb
-MANIFEST = 'paddy_collab.json'
-
-def write_manifest(folder, # the folder being saved
-                   command:str, # the subcommand that made it
-                   kind:str, # what is saved: 'paddy-model', 'collab-model', ...
-                   **info): # anything else worth keeping (arguments, results, file names)
-    "Write `paddy_collab.json` into `folder`."
-    m = dict(tool='paddy_collab', version=__version__, command=command, kind=kind,
-             created=datetime.now(timezone.utc).isoformat(timespec='seconds'), **info)
-    (Path(folder)/MANIFEST).write_text(json.dumps(m, indent=2, default=str))
-    return m
-
-_kind_names = {'paddy-model': 'a Paddy model (`train-paddy`)', 'collab-model': 'a collab model (`train-collab`)'}
-
-def read_manifest(folder, # a folder saved by a subcommand
-                  kind:str, # the kind the caller needs
-                  command:str, # the caller, for the message
-                 )->dict:
-    "The manifest of `folder`, after checking it holds a `kind` model."
-    folder = Path(folder)
-    if not folder.exists(): raise FileNotFoundError(f"{folder} does not exist")
-    f = folder/MANIFEST
-    if not f.exists(): raise UsageError(f"{folder} is not a saved paddy_collab model (no {MANIFEST}); `{command}` needs {_kind_names[kind]}")
-    m = json.loads(f.read_text())
-    if m.get('kind') != kind:
-        raise UsageError(f"{folder} holds {_kind_names.get(m.get('kind'), m.get('kind'))}, written by `paddy_collab {m.get('command')}`; "
-                         f"`{command}` needs {_kind_names[kind]}")
-    return m
+def _accum(s): return s if s == 'auto' else _pos(s)
 
 # %% ../nbs/ref/06_cli.ipynb
 _commands = {}
 
 def command(name:str, # the subcommand, as typed
             help:str, # one line for `paddy_collab --help`
-            example:str='', # shown under the command's own `--help`
+            example:str, # shown under the command's own `--help`
             force:bool=True, # the command writes outputs, so it takes `--force`
-           ):
-    "Register the decorated `opts(parser)`; it returns the job, a function of the parsed arguments."
-    def _f(opts):
-        _commands[name] = dict(help=help, example=example, opts=opts, force=force)
-        return opts
+            **defaults): # the command's own defaults of common options (`threads=1`)
+    "Register the decorated `opts(parser)`; it adds the command's options and returns the job, a function of the parsed arguments."
+    def _f(opts): _commands[name] = dict(help=help, example=example, opts=opts, force=force, defaults=defaults); return opts
     return _f
 
 def _common(force=True):
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group('common options')
-    if force: g.add_argument('--force', action='store_true', help='replace outputs that already exist (otherwise an existing output is an error)')
-    g.add_argument('--quiet', action='store_true', help='no progress bars, one line per epoch instead (the default when the output is not a terminal)')
-    g.add_argument('--traceback', action='store_true', help='show the full traceback of errors (for bug reports)')
-    g.add_argument('--threads', type=int, help='CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)')
+    _opts(g, **({'force': (False, 'replace outputs that already exist (otherwise an existing output is an error)')} if force else {}),
+          quiet=(False, 'no progress bars, one line per epoch instead (the default when the output is not a terminal)'),
+          traceback=(False, 'show the full traceback of errors (for bug reports)'),
+          threads=(None, 'CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)', dict(type=int)))
     return p
 
 def build_parser()->argparse.ArgumentParser:
     "The `paddy_collab` parser, one subparser per registered command."
-    p = _Parser(prog='paddy_collab', formatter_class=_Fmt,
-                description='fastai lesson 7 from the terminal: Paddy Doctor ensembles and collaborative filtering on MovieLens.',
-                epilog='Run `paddy_collab COMMAND --help` for the options of a command.')
+    p = _Parser(prog='paddy_collab', formatter_class=_Fmt, epilog='Run `paddy_collab COMMAND --help` for the options of a command.',
+                description='fastai lesson 7 from the terminal: Paddy Doctor ensembles and collaborative filtering on MovieLens.')
     p.add_argument('--version', action='version', version=f'paddy_collab {__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True, parser_class=_Parser)
     for name, c in _commands.items():
-        sp = sub.add_parser(name, help=c['help'], description=c['help'], formatter_class=_Fmt,
-                            epilog=f"example:\n  {c['example']}" if c['example'] else None,
-                            parents=[_common(force=c.get('force', True))])
-        sp.set_defaults(job=c['opts'](sp))
+        sp = sub.add_parser(name, help=c['help'], description=c['help'], formatter_class=_Fmt, epilog=f"example:\n  {c['example']}", parents=[_common(c['force'])])
+        sp.set_defaults(job=c['opts'](sp), **c['defaults'])
     return p
 
-# %% ../nbs/ref/06_cli.ipynb
-_epoch_line, _plain = None, False
+@contextlib.contextmanager
+def _settings(a):
+    "Run a job with `a`'s torch threads and progress display, then put both back (`demo` runs the jobs in one process)."
+    import fastprogress.fastprogress as fp
+    no_bar, n = fp.NO_BAR, None
+    fp.NO_BAR = no_bar or a.quiet or not sys.stdout.isatty()  # fastai still prints its table of losses, one line per epoch
+    if a.threads:
+        import torch
+        n = torch.get_num_threads(); torch.set_num_threads(a.threads)
+    try: yield
+    finally:
+        fp.NO_BAR = no_bar
+        if n: torch.set_num_threads(n)
 
-def _plain_progress():
-    "Replace fastai's progress bars, in learners created from now on, by one printed line per epoch (for logs and pipes)."
-    global _epoch_line
-    from fastai.learner import defaults
-    from fastai.callback.core import Callback
-    from fastai.callback.progress import ProgressCallback
-    if _epoch_line is None:
-        class EpochLine(Callback):
-            "Print each epoch's losses and metrics on one line, as fastai's table does."
-            order = ProgressCallback.order
-            def before_fit(self):
-                self.on = self.learn.logger is print  # not inside `no_logging` (get_preds, tta, validate)
-                if self.on: self.learn.logger, self.header = self._log, False
-            def after_fit(self):
-                if self.on: self.learn.logger = print
-            def _log(self, log):
-                names = list(self.recorder.metric_names)
-                if not self.header: print('  '.join(f'{n:>12}' for n in names)); self.header = True
-                print('  '.join(f'{v:>12.6f}' if isinstance(v, float) else f'{v!s:>12}' for v in log), flush=True)
-        _epoch_line = EpochLine
-    defaults.callbacks = [c for c in defaults.callbacks if c not in (ProgressCallback, _epoch_line)] + [_epoch_line]
-
-def _progress():
-    "Set up progress reporting for the learners a job is about to create: fastai's bars, or one line per epoch."
-    if _plain: _plain_progress()
-
-def _export(learn, path):
-    "`learn.export(path)` without the command line's own callbacks (a fresh process could not unpickle them)."
-    if _epoch_line is not None: learn.remove_cbs([c for c in learn.cbs if isinstance(c, _epoch_line)])
-    learn.export(path)
-
-def main(args:list|None=None, # the arguments; default `sys.argv[1:]`
-        )->int: # the exit status: 0 done, 2 user error, 130 interrupted
-    "Run `paddy_collab` with `args`: parse, run the job, turn user errors into one line on stderr."
+def main(args:list|None=None)->int: # the exit status: 0 done, 2 user error, 130 interrupted
+    "Run `paddy_collab` with `args` (default `sys.argv[1:]`): parse, run the job, turn user errors into one line on stderr."
     a = build_parser().parse_args(args)
     warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
     try:
-        global _plain
-        if a.threads is not None:
-            import torch
-            torch.set_num_threads(a.threads)
-        _plain = a.quiet or not sys.stdout.isatty()  # applied by the jobs that train, after their imports: `synth` needs no fastai
-        if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # under `accelerate launch`: data-parallel, main process writes
-            from paddy_collab.distributed import distrib_run
-            distrib_run(a.job, a)
-        else: a.job(a)
+        with _settings(a):
+            if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # under `accelerate launch`: data-parallel, main process writes
+                from paddy_collab.distributed import distrib_run
+                distrib_run(a.job, a)
+            else: a.job(a)
         return 0
     except KeyboardInterrupt:
         if a.traceback: raise
-        print('paddy_collab: interrupted; unfinished outputs were removed', file=sys.stderr)
-        return 130
+        print('paddy_collab: interrupted; unfinished outputs were removed', file=sys.stderr); return 130
     except _user_errors as e:
         if a.traceback: raise
-        print(f'paddy_collab: error: {error_line(e)}', file=sys.stderr)
-        return 2
+        print(f'paddy_collab: error: {error_line(e)}', file=sys.stderr); return 2
+
+def _args(a)->dict: return {k: v for k, v in vars(a).items() if k != 'job'}
+
+def _savefig(path, fig=None):
+    "Save `fig` (default: matplotlib's current figure) as a PNG at `path`, and close every figure."
+    import matplotlib.pyplot as plt
+    (fig or plt.gcf()).savefig(path, dpi=80, bbox_inches='tight'); plt.close('all')
 
 # %% ../nbs/ref/06_cli.ipynb
 @command('synth', 'write the synthetic Paddy Doctor set (Kaggle\'s layout: train_images/, test_images/, train.csv, sample_submission.csv)',
          'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30')
 def _synth(p):
     p.add_argument('path', help='the folder to create')
-    p.add_argument('--n-per-class', type=int, default=20, help='training images per disease (there are 10 diseases)')
-    p.add_argument('--n-test', type=int, default=30, help='test images')
-    p.add_argument('--size', type=int, nargs=2, default=[480, 640], metavar=('W', 'H'), help='image width and height in pixels (the real photos are 480 640)')
-    p.add_argument('--seed', type=int, default=0, help='the same seed writes the same images')
-    p.add_argument('--solution', action='store_true', help='also write solution.csv with the test labels (not part of Kaggle\'s layout)')
+    _opts(p, n_per_class=(20, 'training images per disease (there are 10 diseases)'), n_test=(30, 'test images'),
+          size=([480, 640], 'image width and height in pixels (the real photos are 480 640)', dict(type=int, nargs=2, metavar=('W', 'H'))),
+          seed=(0, 'the same seed writes the same images'), solution=(False, 'also write solution.csv with the test labels (not part of Kaggle\'s layout)'))
     def job(a):
         from paddy_collab.synth import synth_paddy
-        with atomic_dir(a.path, a.force) as tmp:
-            with user_input(): synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
+        with atomic_dir(a.path, a.force) as tmp, user_input():
+            synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
         print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
     return job
 
@@ -224,111 +152,57 @@ def _read_ratings(a)->tuple:
             raise UsageError(f"{f} is not a readable CSV ({error_line(e)}); expected one row per rating with columns "
                              f"{a.user_col}, {a.item_col}, {a.rating_col} (see --sep and the --*-col options)") from None
         src = str(f.resolve())
-    try:
-        with user_input(): check_ratings(df, a.user_col, a.item_col, a.rating_col, tuple(a.y_range), source=a.ratings or 'MovieLens 100k')
-    except TypeError as e: raise UsageError(error_line(e)) from None
+    with user_input(): check_ratings(df, a.user_col, a.item_col, a.rating_col, tuple(a.y_range), source=a.ratings or 'MovieLens 100k')
+    if a.model == 'ce' and not df[a.rating_col].isin([1, 2, 3, 4, 5]).all():  # five classes: whole stars 1 to 5
+        bad = sorted(set(df[a.rating_col].unique()) - {1, 2, 3, 4, 5})
+        raise UsageError(f"--model ce predicts whole stars 1 to 5 as five classes, but {a.rating_col} also holds {bad[:5]}: use another --model")
     return df, src
 
-def _collab_learner(a, df):
-    "DataLoaders and `Learner` for `train-collab`'s arguments: `collab_model_learner` on a fixed split."
-    from paddy_collab.collab import collab_model_learner, reseed
-    kw = dict(valid_pct=a.valid_pct, user_name=a.user_col, item_name=a.item_col, rating_name=a.rating_col, seed=a.seed, bs=a.bs)
-    if a.fast: from paddy_collab.fastcollab import TensorCollabDataLoaders as DLs, LeanLearner
-    else: from fastai.collab import CollabDataLoaders as DLs
-    dls = DLs.from_df(df, **kw)
-    _progress()
-    if a.threads is None: _set_threads(1)  # 2 threads cost 28x the CPU time of 1 on a busy 2-core machine (measured), for no gain on these small tensors
-    reseed(dls, a.seed)
-    learn = collab_model_learner(a.model, dls, n_factors=a.n_factors, y_range=tuple(a.y_range))
-    if a.fast: learn.__class__ = LeanLearner  # calls each callback only for the events it defines: same results, less overhead
-    return learn
-
-@contextlib.contextmanager
-def _restore_threads():
-    "Put torch's thread count back afterwards (`demo` runs the jobs one after the other in one process)."
-    import torch
-    n = torch.get_num_threads()
-    try: yield
-    finally: torch.set_num_threads(n)
-
-def _set_threads(n):
-    import torch
-    torch.set_num_threads(n)
-
-def _savefig(fig, path):
-    "Save `fig` as a PNG at `path` and close it."
-    import matplotlib.pyplot as plt
-    fig.savefig(path, dpi=80, bbox_inches='tight')
-    plt.close(fig)
-
-def _loss_plot(learn, path, title):
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    r = learn.recorder
-    ax.plot(list(range(len(r.losses))), [float(l) for l in r.losses], label='train')
-    it = (r.iters if len(r.iters) == len(r.values) else list(range(1, len(r.values)+1)))
-    ax.plot(it, [v[1] for v in r.values], 'o-', label='valid')
-    ax.set_xlabel('batches'); ax.set_ylabel('loss'); ax.set_title(title); ax.legend()
-    _savefig(fig, path)
-
-# %% ../nbs/ref/06_cli.ipynb
 collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.collab_kinds`, here so that `--help` needs no fastai import
 
 @command('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
-         'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab')
+         'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab', threads=1)
 def _train_collab(p):
-    p.add_argument('--ratings', metavar='CSV', help='a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)')
-    p.add_argument('--user-col', default='user', help='column of user ids')
-    p.add_argument('--item-col', default='title', help='column of items (MovieLens: title)')
-    p.add_argument('--rating-col', default='rating', help='column of ratings (numbers)')
-    p.add_argument('--sep', default=',', help='field separator of the CSV')
-    p.add_argument('--model', choices=collab_models, default='bias',
-                   help="dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
-                        "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy")
-    p.add_argument('--fast', action=argparse.BooleanOptionalAction, default=True,
-                   help='tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders')
-    p.add_argument('--n-factors', type=int, default=50, help='latent factors per user and item (dot, bias, fastai)')
-    p.add_argument('--epochs', type=int, default=5, help='epochs of fit_one_cycle')
-    p.add_argument('--lr', type=float, default=5e-3, help='maximum learning rate')
-    p.add_argument('--wd', type=float, default=0.1, help='weight decay')
-    p.add_argument('--bs', type=int, default=64, help='batch size')
-    p.add_argument('--valid-pct', type=float, default=0.2, help='share of ratings held out for validation')
-    p.add_argument('--y-range', type=float, nargs=2, default=[0, 5.5], metavar=('LO', 'HI'), help='range of predicted ratings (sigmoid_range)')
-    p.add_argument('--seed', type=int, default=42, help='seed of the split and of the initial weights')
-    p.add_argument('--out', default='outputs/collab', help='folder to save the model and plots in')
-    def job(a):
-        if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
-        df, src = _read_ratings(a)
-        if a.model == 'ce' and not df[a.rating_col].isin([1, 2, 3, 4, 5]).all():  # five classes: whole stars 1 to 5
-            bad = sorted(set(df[a.rating_col].unique()) - {1, 2, 3, 4, 5})
-            raise UsageError(f"--model ce predicts whole stars 1 to 5 as five classes, but {a.rating_col} also holds {bad[:5]}: use another --model")
-        out = Path(a.out)
-        from paddy_collab.distributed import main_or_scratch
-        with main_or_scratch(atomic_dir(out, a.force)) as tmp, _restore_threads():
-            learn = _collab_learner(a, df)
-            print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
-            t0 = time.time()
-            learn.fit_one_cycle(a.epochs, a.lr, wd=a.wd)
-            secs = time.time() - t0
-            # the last epoch's valid loss (ce: its loss is cross-entropy; the first metric is the MSE of the expected rating)
-            mse = float(learn.recorder.values[-1][2 if a.model == 'ce' else 1])
-            figs = {'loss': 'loss.png', 'pca': 'pca.png'}
-            _loss_plot(learn, tmp/figs['loss'], f"{a.model}: {'cross-entropy' if a.model == 'ce' else 'MSE'} loss")
-            _export(learn, tmp/'model.pkl')
-            from paddy_collab.collab import plot_factor_pca, plot_biases, collab_weights
-            ax = plot_factor_pca(learn, df.rename(columns={a.rating_col: 'rating'}), n=1000, n_show=50, figsize=(10, 10))
-            ax.set_title(f'{a.model}: item factors, first principal components (50 most-rated items)')
-            _savefig(ax.figure, tmp/figs['pca'])
-            if collab_weights(learn.model)['item_b'] is not None:
-                figs['biases'] = 'biases.png'
-                _savefig(plot_biases(learn, 10, ratings=df, rating_name=a.rating_col).figure, tmp/figs['biases'])
-            write_manifest(tmp, 'train-collab', 'collab-model', model=a.model, fast=a.fast, ratings=src, sep=a.sep,
-                           columns=dict(user=a.user_col, item=a.item_col, rating=a.rating_col), valid_mse=mse, train_secs=round(secs, 1),
-                           args={k: v for k, v in vars(a).items() if k != 'job'}, files=dict(model='model.pkl', **figs))
-        print(f"valid MSE {mse:.4f} (RMSE {mse**0.5:.4f}) after {a.epochs} epochs in {secs:.1f}s")
-        print(f"saved the model to {out/'model.pkl'}")
-        for f in figs.values(): print(f"wrote {out/f}")
-    return job
+    _opts(p, ratings=(None, 'a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)', dict(metavar='CSV')), sep=(',', 'field separator of the CSV'),
+          user_col=('user', 'column of user ids'), item_col=('title', 'column of items (MovieLens: title)'), rating_col=('rating', 'column of ratings (numbers)'),
+          model=('bias', "dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
+                 "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy",
+                 dict(choices=collab_models)),
+          fast=(True, 'tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders'),
+          n_factors=(50, 'latent factors per user and item (dot, bias, fastai)'), epochs=(5, 'epochs of fit_one_cycle', dict(type=_pos)), lr=(5e-3, 'maximum learning rate'),
+          wd=(0.1, 'weight decay'), bs=(64, 'batch size'), valid_pct=(0.2, 'share of ratings held out for validation'), seed=(42, 'seed of the split and of the initial weights'),
+          y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))), out=('outputs/collab', 'folder to save the model and plots in'))
+    return _train_collab_job
+
+def _train_collab_job(a):
+    from fastai.collab import CollabDataLoaders
+    from paddy_collab.collab import movielens_dls, fit_movielens, Learner
+    from paddy_collab.fastcollab import TensorCollabDataLoaders, LeanLearner  # the same split and model, less overhead
+    from paddy_collab.distributed import main_or_scratch
+    df, src = _read_ratings(a)
+    with main_or_scratch(atomic_dir(a.out, a.force)) as tmp:
+        dls = movielens_dls(df, a.bs, a.seed, a.valid_pct, a.item_col, a.user_col, a.rating_col, TensorCollabDataLoaders if a.fast else CollabDataLoaders)
+        print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
+        t0 = time.time()
+        learn = fit_movielens(a.model, a.epochs, a.lr, a.wd, a.seed, a.bs, a.n_factors, tuple(a.y_range), dls=dls, cache=False, show=True,
+                              learner_cls=LeanLearner if a.fast else Learner)
+        secs, mse = time.time() - t0, float(learn.recorder.values[-1][2 if a.model == 'ce' else 1])  # ce: valid loss is cross-entropy, then the MSE
+        figs = _collab_plots(learn, df, a, tmp)
+        learn.export(tmp/'model.pkl')
+        write_manifest(tmp, 'train-collab', 'collab-model', model=a.model, fast=a.fast, ratings=src, sep=a.sep, columns=dict(user=a.user_col, item=a.item_col,
+                       rating=a.rating_col), valid_mse=mse, train_secs=round(secs, 1), args=_args(a), files=dict(model='model.pkl', **figs))
+    print(f"valid MSE {mse:.4f} (RMSE {mse**0.5:.4f}) after {a.epochs} epochs in {secs:.1f}s\nsaved the model to {Path(a.out)/'model.pkl'}")
+    for f in figs.values(): print(f"wrote {Path(a.out)/f}")
+
+def _collab_plots(learn, df, a, folder)->dict:
+    "fastai's loss curve, the PCA map of the item factors and (models with biases) the item biases, saved in `folder`."
+    from paddy_collab.collab import plot_factor_pca, plot_biases, collab_weights
+    learn.recorder.plot_loss(skip_start=0); _savefig(folder/'loss.png')
+    ax = plot_factor_pca(learn, df.rename(columns={a.rating_col: 'rating'}), n=1000, n_show=50, figsize=(10, 10))
+    ax.set_title(f'{a.model}: item factors, first principal components (50 most-rated items)'); _savefig(folder/'pca.png', ax.figure)
+    if collab_weights(learn.model)['item_b'] is None: return dict(loss='loss.png', pca='pca.png')
+    _savefig(folder/'biases.png', plot_biases(learn, 10, ratings=df, rating_name=a.rating_col).figure)
+    return dict(loss='loss.png', pca='pca.png', biases='biases.png')
 
 # %% ../nbs/ref/06_cli.ipynb
 def _load_collab(folder):
@@ -344,7 +218,6 @@ def _load_collab(folder):
         df = pd.read_csv(m['ratings'], sep=m.get('sep', ','))
     return learn, df, m
 
-# %% ../nbs/ref/06_cli.ipynb
 @command('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
          'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False)
 def _recommend(p):
@@ -370,116 +243,77 @@ def _recommend(p):
     return job
 
 # %% ../nbs/ref/06_cli.ipynb
-def paddy_ensembles(size)->dict:
-    "The named ensembles of `train-paddy --ensemble`: {name: [(arch, item transform or None, size, weight), ...]}."
-    from paddy_collab.ensemble import models, model_weights
-    return {'lesson': [(arch, item, sz, model_weights.get(arch, 1)) for arch, details in models.items() for item, sz in details],
-            'small': [('resnet18', None, size, 1), ('convnext_atto', None, size, 1)],
-            'tiny': [('test_resnet', _squish(size), size, 1), ('test_resnet', _crop(size), size, 1)]}
-
-def _squish(size):
-    from paddy_collab.paddy_data import paddy_item_tfms
-    return paddy_item_tfms(size)
-
-def _crop(size):
-    from fastai.vision.augment import Resize
-    return Resize(_squish(size).size)
-
-# %% ../nbs/ref/06_cli.ipynb
 def _data(a)->Path:
     "The competition folder: `--data`, else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
-    if a.data: return Path(a.data)
-    from paddy_collab.kaggle import paddy_path
-    return paddy_path()
+    if a.data: data = Path(a.data)
+    else:
+        from paddy_collab.kaggle import paddy_path
+        data = paddy_path()
+    if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
+    return data
 
-def _confusion_plot(learn, heads, path):
-    "One confusion-matrix panel per head of `learn`, on the validation set."
-    import matplotlib.pyplot as plt, numpy as np
+def _confusion(learn, heads, path)->dict:
+    "fastai's confusion matrix of each head on the validation set, side by side in one PNG at `path`: {head: error rate}."
+    import numpy as np, matplotlib.pyplot as plt
     from paddy_collab.train import HeadInterpretation
-    fig, axs = plt.subplots(1, len(heads), figsize=(7*len(heads), 6.5), squeeze=False)
-    errs = {}
-    for i, (h, ax) in enumerate(zip(heads, axs[0])):
+    errs, panels = {}, []
+    for i, h in enumerate(heads):
         interp = HeadInterpretation.from_learner(learn, head=i)
         cm = interp.confusion_matrix()
-        errs[h] = 1 - np.trace(cm)/max(cm.sum(), 1)
-        ax.imshow(cm, cmap='Blues')
-        n = len(interp.vocab)
-        ax.set_xticks(range(n)); ax.set_yticks(range(n))
-        ax.set_xticklabels(list(interp.vocab), rotation=90); ax.set_yticklabels(list(interp.vocab))
-        for r in range(n):
-            for c in range(n):
-                if cm[r, c]: ax.text(c, r, int(cm[r, c]), ha='center', va='center', color='white' if cm[r, c] > cm.max()/2 else 'black')
-        ax.set_xlabel('predicted'); ax.set_ylabel('actual'); ax.set_title(f'{h}: validation error {errs[h]:.1%}')
-    fig.tight_layout()
-    _savefig(fig, path)
+        errs[h] = float(1 - np.trace(cm)/max(cm.sum(), 1))
+        interp.plot_confusion_matrix(title=f'{h}: validation error {errs[h]:.1%}', figsize=(7, 7), dpi=80)
+        fig = plt.gcf(); fig.tight_layout(); fig.canvas.draw(); panels.append(np.asarray(fig.canvas.buffer_rgba())); plt.close('all')
+    plt.imsave(path, np.concatenate(panels, axis=1))  # one panel per head, each fastai's own plot
     return errs
 
-def _pretrained_check(arch):
-    "`pretrained_kwargs(arch)`, with the command line's words in its error."
-    from paddy_collab.train import pretrained_kwargs
-    try: pretrained_kwargs(arch)
-    except RuntimeError as e: raise UsageError(error_line(e).replace('pass pretrained=False', 'pass --no-pretrained')) from None
+def _save_member(a, data, name, preds, learn):
+    "`train_ensemble`'s `on_member` for `train-paddy`: one folder under `--out` with the learner, the predictions, the plots and the manifest."
+    from paddy_collab.ensemble import save_preds
+    from paddy_collab.distributed import main_or_scratch
+    dest, m = Path(a.out)/name, preds.meta
+    with main_or_scratch(atomic_dir(dest, a.force)) as tmp:
+        save_preds(preds, tmp/'preds.npz')
+        learn.recorder.plot_loss(skip_start=0); _savefig(tmp/'loss.png')
+        errs = _confusion(learn, preds.heads, tmp/'confusion.png')
+        learn.export(tmp/'model.pkl')
+        files = dict(model='model.pkl', preds='preds.npz', loss='loss.png', confusion='confusion.png')
+        write_manifest(tmp, 'train-paddy', 'paddy-model', arch=m['arch'], item=m['item_tfms'], size=m['size'], heads=preds.heads, valid_error=errs,
+                       valid=m.get('valid'), train_secs=m['train_secs'], data=str(data.resolve()), args=_args(a), files=files)
+    print(f"{m['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({m['train_secs']:.0f}s)")
+    for f in files.values(): print(f"wrote {dest/f}")
 
-# %% ../nbs/ref/06_cli.ipynb
 @command('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
          'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
 def _train_paddy(p):
-    p.add_argument('--data', help='the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`')
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--arch', action='append', help='a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)')
-    g.add_argument('--ensemble', choices=['lesson', 'small', 'tiny'], help='a named ensemble: lesson (the course\'s four large models, two shapes each; '
+    g.add_argument('--ensemble', help='a named ensemble (`ensemble.named_ensemble`): lesson (the course\'s four large models, two shapes each; '
                    'ignores --size), small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')
-    p.add_argument('--size', type=int, nargs='+', default=[224], metavar='PX', help='final image size: one number, or height and width')
-    p.add_argument('--epochs', type=int, default=12, help='epochs (after one frozen epoch when fine-tuning)')
-    p.add_argument('--accum', default='1', help='batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU')
-    p.add_argument('--bs', type=int, default=64, help='effective batch size: images per optimizer step')
-    p.add_argument('--lr', type=float, default=0.01, help='learning rate')
-    p.add_argument('--multi-target', action='store_true', help='predict disease and rice variety with one two-headed model')
-    p.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True, help='start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights')
-    p.add_argument('--finetune', action=argparse.BooleanOptionalAction, default=True, help='fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers')
-    p.add_argument('--n-tta', type=int, default=4, help='augmented passes of test-time augmentation (0: plain predictions)')
-    p.add_argument('--precision', choices=['auto', 'fp32', 'fp16', 'bf16'], default='auto', help='auto: fp16 mixed precision on CUDA, fp32 on CPU')
-    p.add_argument('--seed', type=int, default=42, help='seed of the train/valid split (the same for every member) and of training')
-    p.add_argument('--out', default='outputs/paddy', help='folder for the saved members, one sub-folder each')
-    def job(a):
-        if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
-        if a.epochs < 1: raise UsageError(f"--epochs must be at least 1, got {a.epochs}")
-        accum = a.accum if a.accum == 'auto' else int(a.accum) if a.accum.isdigit() else None
-        if accum is None: raise UsageError(f"--accum must be a positive whole number or 'auto', got {a.accum!r}")
-        size = a.size[0] if len(a.size) == 1 else tuple(a.size)
-        data = _data(a)
-        if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
-        from paddy_collab.train import check_arch, train
-        from paddy_collab.ensemble import save_preds, _slug
-        from paddy_collab.distributed import main_or_scratch
-        _progress()
-        members = paddy_ensembles(size)[a.ensemble] if a.ensemble else [(arch, None, size, 1) for arch in a.arch]
-        for arch in dict.fromkeys(m[0] for m in members):  # every name, before any training
-            with user_input(): check_arch(arch, a.pretrained)
-            if a.pretrained: _pretrained_check(arch)
-        out = Path(a.out)
-        dests = [out/_slug(arch, item, sz) for arch, item, sz, _ in members]
-        for d in dests:
-            if d.exists() and not a.force: raise FileExistsError(f"{d} already exists; pass --force to replace it")
-        check_writable(out/'x')
-        for (arch, item, sz, w), dest in zip(members, dests):
-            print(f"training {arch} at size {sz} on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {accum})", flush=True)
-            t0 = time.time()
-            with main_or_scratch(atomic_dir(dest, a.force)) as tmp:
-                preds, learn = train(arch, sz, item=item, accum=accum, finetune=a.finetune, epochs=a.epochs, path=data, pretrained=a.pretrained,
-                                     seed=a.seed, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision, return_learner=True)
-                secs = time.time() - t0
-                save_preds(preds, tmp/'preds.npz')
-                _loss_plot(learn, tmp/'loss.png', f'{arch}: loss')
-                errs = _confusion_plot(learn, preds.heads, tmp/'confusion.png')
-                _export(learn, tmp/'model.pkl')
-                write_manifest(tmp, 'train-paddy', 'paddy-model', arch=arch, item=repr(item), size=sz, weight=w, heads=preds.heads,
-                               valid_error=errs, valid=preds.meta.get('valid'), train_secs=round(secs, 1), data=str(data.resolve()),
-                               args={k: v for k, v in vars(a).items() if k != 'job'},
-                               files=dict(model='model.pkl', preds='preds.npz', loss='loss.png', confusion='confusion.png'))
-            print(f"{arch}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({secs:.0f}s)")
-            for f in ('model.pkl', 'preds.npz', 'loss.png', 'confusion.png'): print(f"wrote {dest/f}")
-    return job
+    _opts(p, data=(None, 'the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`'),
+          size=([224], 'final image size: one number, or height and width', dict(type=int, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=_pos)),
+          accum=('1', 'batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', dict(type=_accum)),
+          bs=(64, 'effective batch size: images per optimizer step'), lr=(0.01, 'learning rate'), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
+          pretrained=(True, 'start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights'),
+          finetune=(True, 'fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers'),
+          n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)'), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
+          precision=('auto', 'auto: fp16 mixed precision on CUDA, fp32 on CPU', dict(choices=['auto', 'fp32', 'fp16', 'bf16'])),
+          seed=(42, 'seed of the train/valid split (the same for every member) and of training'))
+    return _train_paddy_job
+
+def _train_paddy_job(a):
+    if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
+    from paddy_collab.ensemble import named_ensemble, check_members, member_name, train_ensemble
+    data, size = _data(a), a.size[0] if len(a.size) == 1 else tuple(a.size)
+    with user_input():
+        members = named_ensemble(a.ensemble, size) if a.ensemble else {arch: [(None, size)] for arch in a.arch}
+        check_members(members, a.pretrained)  # every name and its weights, before any training
+    names = [member_name(arch, item, sz) for arch, details in members.items() for item, sz in details]
+    for d in (Path(a.out)/n for n in names):
+        if d.exists() and not a.force: raise FileExistsError(f"{d} already exists; pass --force to replace it")
+    check_writable(Path(a.out)/'x')
+    print(f"training {len(names)} model(s) on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {a.accum}): {', '.join(names)}", flush=True)
+    train_ensemble(data, members, seed=a.seed, on_member=partial(_save_member, a, data), accum=a.accum, finetune=a.finetune, epochs=a.epochs,
+                   pretrained=a.pretrained, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision)
 
 # %% ../nbs/ref/06_cli.ipynb
 def _members(runs)->list:
@@ -495,21 +329,14 @@ def _members(runs)->list:
         else: raise UsageError(f"{r} is not a folder saved by `paddy_collab train-paddy`")
     return res
 
-def _predict(a):
-    "Ensemble the prediction sets of `a.runs` into the submission `a.out`; return its path."
-    out, data = Path(a.out), _data(a)
-    if out.exists() and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace it")
-    check_writable(out)
-    if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found")
-    ms = _members(a.runs)
-    ws = a.weights or [m.get('weight', 1) for _, m in ms]
-    if len(ws) != len(ms): raise UsageError(f"got {len(ws)} --weights for {len(ms)} models: {[str(f) for f, _ in ms]}")
+def _predict(a)->Path:
+    "Ensemble the prediction sets of `a.runs` into the submission `a.out` (checked against the sample as it is written); return its path."
     import pandas as pd
-    from paddy_collab.ensemble import load_preds, ensemble, write_submission
-    psets = [load_preds(f/m['files']['preds']) for f, m in ms]
-    ens = ensemble(psets, ws)
-    if a.head not in ens.heads: raise UsageError(f"no head {a.head!r}; the models predict {ens.heads}")
-    write_submission(ens, data, out, head=a.head, overwrite=a.force)
+    from paddy_collab.ensemble import load_preds, ensemble, write_submission, model_weights
+    data, ms = _data(a), _members(a.runs)
+    with user_input():
+        ens = ensemble([load_preds(f/m['files']['preds']) for f, m in ms], a.weights or model_weights)
+        out = write_submission(ens, data, a.out, head=a.head, overwrite=a.force)
     for (f, m), w in zip(ms, ens.meta['weights']): print(f"{f}: weight {w:.2f}, validation error {m.get('valid_error')}")
     sub = pd.read_csv(out)
     print(f"wrote {out}: {len(sub)} test images; most predicted: " + ', '.join(f"{k} {v}" for k, v in sub.label.value_counts().head(3).items()))
@@ -521,12 +348,10 @@ def _predict(a):
 
 def _predict_opts(p):
     p.add_argument('runs', nargs='+', metavar='MODEL', help='folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)')
-    p.add_argument('--data', help='the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`')
-    p.add_argument('--weights', type=float, nargs='+', help='one weight per model, in the order listed (default: each model\'s own, 1 except the lesson\'s ViT, 2)')
-    p.add_argument('--head', default='disease', help='which head\'s labels to write (disease; variety for a multi-target model)')
-    p.add_argument('--out', default='submission.csv', help='the submission CSV to write')
+    _opts(p, data=(None, 'the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`'),
+          weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=float, nargs='+')),
+          head=('disease', 'which head\'s labels to write (disease; variety for a multi-target model)'), out=('submission.csv', 'the submission CSV to write'))
 
-# %% ../nbs/ref/06_cli.ipynb
 @command('predict', 'average saved prediction sets with weights into a submission CSV',
          'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv')
 def _predict_cmd(p):
@@ -538,78 +363,74 @@ def _predict_cmd(p):
 def _submit_cmd(p):
     _predict_opts(p)
     p.add_argument('-m', '--message', required=True, help='the submission\'s description on Kaggle')
-    p.add_argument('--comp', default='paddy-disease-classification', help='the competition slug')
-    p.add_argument('--dry-run', action='store_true', help='write and check the CSV, but do not send it')
-    p.add_argument('--wait', type=float, default=0, metavar='SECS', help='wait this long for the public score')
+    _opts(p, comp=('paddy-disease-classification', 'the competition slug'), dry_run=(False, 'write and check the CSV, but do not send it'),
+          wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
     def job(a):
         from paddy_collab.kaggle import check_submission, submit
         sample = _data(a)/'sample_submission.csv'
         out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
-        with user_input(): check_submission(out, sample)
+        with user_input():
+            if a.dry_run: check_submission(out, sample)
+            else: r = submit(out, a.comp, a.message, sample=sample, wait=a.wait)  # it checks the CSV against the sample first
         if a.dry_run: return print(f"checked {out} against {sample}; --dry-run: not submitted")
-        with user_input(): r = submit(out, a.comp, a.message, sample=sample, wait=a.wait)
         print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
     return job
 
 # %% ../nbs/ref/06_cli.ipynb
 def _kernel_opts(p):
-    p.add_argument('--user', help='Kaggle user who owns the kernel (default: the signed-in user)')
-    p.add_argument('--dataset', action='append', default=[], metavar='OWNER/SLUG', help='a dataset to attach (repeatable)')
-    p.add_argument('--wheel-ds', metavar='[OWNER/]SLUG', help='the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)')
-    p.add_argument('--model', action='append', default=[], metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION', help='a Kaggle model to attach (repeatable)')
-    p.add_argument('--public', action='store_true', help='make the kernel public (default: private)')
-    p.add_argument('--gpu', action=argparse.BooleanOptionalAction, default=None, help='run it on a GPU (default: on for --train)')
-    p.add_argument('--internet', action=argparse.BooleanOptionalAction, default=None, help='allow internet in the kernel (default: off for --train, on otherwise)')
-    p.add_argument('--wait', type=float, default=600, metavar='SECS', help='wait this long for your attached datasets to be ready before pushing')
-    p.add_argument('--dry-run', metavar='DIR', help='write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing')
+    _opts(p, user=(None, 'Kaggle user who owns the kernel (default: the signed-in user)'),
+          dataset=([], 'a dataset to attach (repeatable)', dict(action='append', metavar='OWNER/SLUG')),
+          wheel_ds=(None, 'the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)', dict(metavar='[OWNER/]SLUG')),
+          model=([], 'a Kaggle model to attach (repeatable)', dict(action='append', metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION')),
+          public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train)', dict(action=argparse.BooleanOptionalAction)),
+          internet=(None, 'allow internet in the kernel (default: off for --train, on otherwise)', dict(action=argparse.BooleanOptionalAction)),
+          wait=(600., 'wait this long for your attached datasets to be ready before pushing', dict(metavar='SECS')),
+          dry_run=(None, 'write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing', dict(metavar='DIR')))
 
 @command('push-kernel', 'upload a project notebook, or (--train) the competition kernel, as a Kaggle kernel',
          'paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights', force=False)
 def _push_kernel(p):
     p.add_argument('notebook', nargs='?', help='the .ipynb file to push (or --train)')
-    p.add_argument('--train', action='store_true', help='the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv')
-    p.add_argument('--title', help='kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")')
-    p.add_argument('--slug', help='kernel slug, the URL name; must match the title (default: from the title)')
-    p.add_argument('--comp', default='paddy-disease-classification', help='competition whose data the kernel reads ("" for none)')
-    g = p.add_argument_group('--train: the parameters cell')
-    g.add_argument('--arch', action='append', help='a timm architecture (repeatable; default convnext_small.fb_in22k)')
-    g.add_argument('--ensemble', choices=['lesson'], help='the course\'s four models, two shapes each (instead of --arch)')
-    g.add_argument('--epochs', type=int, default=12, help='epochs (after one frozen epoch)')
-    g.add_argument('--size', type=int, default=224, help='final image size')
-    g.add_argument('--accum', type=int, default=1, help='batches whose gradients add up before each step')
-    g.add_argument('--bs', type=int, default=64, help='effective batch size')
-    g.add_argument('--n-tta', type=int, default=4, help='augmented passes of test-time augmentation')
-    g.add_argument('--weights-ds', metavar='[OWNER/]SLUG', help='the dataset of `push-weights`, for a kernel without internet')
-    g.add_argument('--submit', metavar='MESSAGE', help='submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)')
+    _opts(p, train=(False, 'the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv'),
+          title=(None, 'kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")'), slug=(None, 'kernel slug, the URL name; must match the title (default: from the title)'),
+          comp=('paddy-disease-classification', 'competition whose data the kernel reads ("" for none)'))
+    _opts(p.add_argument_group('--train: the parameters cell'),
+          arch=(None, 'a timm architecture (repeatable; default convnext_small.fb_in22k)', dict(action='append')),
+          ensemble=(None, 'the course\'s four models, two shapes each (instead of --arch)', dict(choices=['lesson'])),
+          epochs=(12, 'epochs (after one frozen epoch)'), size=(224, 'final image size'), accum=(1, 'batches whose gradients add up before each step'), bs=(64, 'effective batch size'),
+          n_tta=(4, 'augmented passes of test-time augmentation'),
+          weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
+          submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE')))
     _kernel_opts(p)
-    def job(a):
-        from paddy_collab import kaggle as pk
-        if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
-        kw = dict(datasets=a.dataset, wheel_ds=a.wheel_ds, models=a.model, private=not a.public)
-        if a.train:
-            kw.update(gpu=True if a.gpu is None else a.gpu, internet=bool(a.internet), weights_ds=a.weights_ds, title=a.title or 'Paddy Doctor ensemble',
-                      archs='lesson' if a.ensemble else a.arch or ['convnext_small.fb_in22k'], epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs,
-                      n_tta=a.n_tta, submit=bool(a.submit), message=a.submit or 'paddy_collab kernel')
-            if a.slug: raise UsageError("--slug: the competition kernel's slug comes from --title")
-        else: kw.update(gpu=bool(a.gpu), internet=a.internet is not False, slug=a.slug, title=a.title, comp=a.comp or None)
-        with user_input():
-            if a.dry_run:
-                user = a.user or 'your-kaggle-user'
-                d = pk.train_kernel_files(a.dry_run, user, **kw) if a.train else pk.kernel_files(a.notebook, a.dry_run, user, **kw)
-                return print(f"wrote {d}/kernel-metadata.json and {json.loads((d/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
-            r = pk.push_train_kernel(user=a.user, wait=a.wait, **kw) if a.train else pk.push_notebook(a.notebook, user=a.user, wait=a.wait, **kw)
-        print(f"pushed {r['ref']} (version {r['version']}): {r['url']}\nnext: paddy_collab kernel-status {r['ref']} --wait 10800")
-    return job
+    return _push_kernel_job
+
+def _push_kernel_job(a):
+    from paddy_collab import kaggle as pk
+    if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
+    if a.train and a.slug: raise UsageError("--slug: the competition kernel's slug comes from --title")
+    kw = dict(datasets=a.dataset, wheel_ds=a.wheel_ds, models=a.model, private=not a.public)
+    if a.train: kw.update(gpu=a.gpu is not False, internet=bool(a.internet), weights_ds=a.weights_ds, title=a.title or 'Paddy Doctor ensemble',
+                          archs='lesson' if a.ensemble else a.arch or ['convnext_small.fb_in22k'], epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs,
+                          n_tta=a.n_tta, submit=bool(a.submit), message=a.submit or 'paddy_collab kernel')
+    else: kw.update(gpu=bool(a.gpu), internet=a.internet is not False, slug=a.slug, title=a.title, comp=a.comp or None)
+    with user_input():
+        if a.dry_run:
+            d = (pk.train_kernel_files(a.dry_run, a.user or 'your-kaggle-user', **kw) if a.train
+                 else pk.kernel_files(a.notebook, a.dry_run, a.user or 'your-kaggle-user', **kw))
+            return print(f"wrote {d}/kernel-metadata.json and {json.loads((d/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
+        r = pk.push_train_kernel(user=a.user, wait=a.wait, **kw) if a.train else pk.push_notebook(a.notebook, user=a.user, wait=a.wait, **kw)
+    print(f"pushed {r['ref']} (version {r['version']}): {r['url']}\nnext: paddy_collab kernel-status {r['ref']} --wait 10800")
+
+def _dataset_opts(p, slug):
+    _opts(p, user=(None, 'owner (default: the signed-in user)'), slug=(slug, 'dataset slug'), public=(False, 'make a new dataset public'),
+          wait=(600., 'wait this long for Kaggle to process it (0: do not wait)', dict(metavar='SECS')))
 
 @command('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
          'paddy_collab push-wheels', force=False)
 def _push_wheels(p):
-    p.add_argument('--user', help='owner (default: the signed-in user)')
-    p.add_argument('--slug', default='paddy-collab-wheels', help='dataset slug')
-    p.add_argument('--extra', action='append', default=[], metavar='REQ|WHEEL', help='another requirement or .whl to include (repeatable)')
-    p.add_argument('--find-links', metavar='DIR', help='take the dependencies\' wheels from DIR instead of PyPI')
-    p.add_argument('--public', action='store_true', help='make a new dataset public')
-    p.add_argument('--wait', type=float, default=600, metavar='SECS', help='wait this long for Kaggle to process it (0: do not wait)')
+    _dataset_opts(p, 'paddy-collab-wheels')
+    _opts(p, extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
+          find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')))
     def job(a):
         from paddy_collab.kaggle import push_wheel_dataset
         with user_input(): r = push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait)
@@ -620,10 +441,7 @@ def _push_wheels(p):
          'paddy_collab push-weights convnext_small.fb_in22k', force=False)
 def _push_weights(p):
     p.add_argument('archs', nargs='+', metavar='ARCH', help='timm names whose weights this machine has cached')
-    p.add_argument('--user', help='owner (default: the signed-in user)')
-    p.add_argument('--slug', default='paddy-collab-weights', help='dataset slug')
-    p.add_argument('--public', action='store_true', help='make a new dataset public')
-    p.add_argument('--wait', type=float, default=600, metavar='SECS', help='wait this long for Kaggle to process it (0: do not wait)')
+    _dataset_opts(p, 'paddy-collab-weights')
     def job(a):
         from paddy_collab.kaggle import push_weights_dataset
         with user_input(): r = push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait)
@@ -634,8 +452,7 @@ def _push_weights(p):
          'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False)
 def _kernel_status(p):
     p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
-    p.add_argument('--wait', type=float, default=0, metavar='SECS', help='poll until it finishes, at most this long')
-    p.add_argument('--poll', type=float, default=30, metavar='SECS', help='seconds between two questions')
+    _opts(p, wait=(0., 'poll until it finishes, at most this long', dict(metavar='SECS')), poll=(30., 'seconds between two questions', dict(metavar='SECS')))
     def job(a):
         from paddy_collab.kaggle import kernel_status
         with user_input(): print(f"{a.kernel}: {kernel_status(a.kernel, a.wait, a.poll)}")
@@ -645,7 +462,7 @@ def _kernel_status(p):
          'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output')
 def _kernel_output(p):
     p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
-    p.add_argument('--out', default='kernel-output', help='folder to write (it appears whole)')
+    _opts(p, out=('kernel-output', 'folder to write (it appears whole)'))
     def job(a):
         from paddy_collab.kaggle import kernel_output
         with atomic_dir(a.out, a.force) as tmp, user_input(): r = kernel_output(a.kernel, tmp)
@@ -674,25 +491,20 @@ def demo_steps(out, # the demo's output folder
 @command('demo', 'collab on MovieLens 100k, a two-model multi-target Paddy ensemble on synthetic data, and the submission, in a few CPU minutes',
          'paddy_collab demo --out outputs/demo')
 def _demo(p):
-    p.add_argument('--out', default='outputs/demo', help='folder for everything the demo writes')
-    p.add_argument('--quick', action='store_true', help='tiny settings (one epoch, a few images): a smoke test, not a result')
+    _opts(p, out=('outputs/demo', 'folder for everything the demo writes'), quick=(False, 'tiny settings (one epoch, a few images): a smoke test, not a result'))
     def job(a):
         out = Path(a.out)
         if out.exists() and any(out.iterdir()) and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
         check_writable(out/'x')
         t0 = time.time()
         for args in demo_steps(out, a.quick, a.force):
-            extra = ['--quiet'] * a.quiet
-            print(f"\n$ paddy_collab {' '.join(repr(x) if ' ' in x else x for x in args + extra)}", flush=True)
-            t = time.time()
-            ns = build_parser().parse_args(args + extra)
-            ns.job(ns)
+            args, t = args + ['--quiet'] * a.quiet, time.time()
+            print(f"\n$ paddy_collab {' '.join(repr(x) if ' ' in x else x for x in args)}", flush=True)
+            ns = build_parser().parse_args(args)
+            with _settings(ns): ns.job(ns)
             print(f"({time.time()-t:.0f}s)", flush=True)
-        pngs = sorted(out.rglob('*.png'))
-        print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:")
-        print(f"  submission: {out/'submission.csv'}")
-        print(f"  models: {out/'collab'/'model.pkl'}, " + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))))
-        print('  plots:\n' + '\n'.join(f'    {p}' for p in pngs))
+        print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:\n  submission: {out/'submission.csv'}\n  models: {out/'collab'/'model.pkl'}, "
+              + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))) + '\n  plots:\n' + '\n'.join(f'    {p}' for p in sorted(out.rglob('*.png'))))
     return job
 
 # %% ../nbs/ref/06_cli.ipynb

@@ -89,11 +89,14 @@ def movielens_dls(ratings:pd.DataFrame|None=None, # default `load_movielens()`
                   seed:int=42, # seed of the random 80/20 split
                   valid_pct:float=0.2, # fraction of ratings in the validation set
                   item_name:str='title', # item column
-                 )->DataLoaders: # fastai's collab `DataLoaders` over user, `item_name` and rating
+                  user_name:str='user', # user column
+                  rating_name:str='rating', # rating column
+                  dls_cls=CollabDataLoaders, # or `fastcollab.TensorCollabDataLoaders`: the same split and batches, many times faster
+                 )->DataLoaders: # fastai's collab `DataLoaders` over `user_name`, `item_name` and `rating_name`
     "The lesson's `CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed)`, after `check_ratings`."
     if ratings is None: ratings = load_movielens()
-    check_ratings(ratings, 'user', item_name, 'rating')
-    return CollabDataLoaders.from_df(ratings, valid_pct=valid_pct, user_name='user', item_name=item_name, rating_name='rating', seed=seed, bs=bs)
+    check_ratings(ratings, user_name, item_name, rating_name)
+    return dls_cls.from_df(ratings, valid_pct=valid_pct, user_name=user_name, item_name=item_name, rating_name=rating_name, seed=seed, bs=bs)
 
 collab_kinds = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')
 _fit_cache, _dls_cache = {}, {}
@@ -102,18 +105,22 @@ def collab_model_learner(kind:str, # one of `collab_kinds`
                          dls, # collab `DataLoaders`
                          n_factors:int=50, # factors of the dot-product models
                          y_range:tuple|None=(0, 5.5), # output range of the regression models
+                         learner_cls=Learner, # a `Learner` subclass with no state of its own, e.g. `fastcollab.LeanLearner`
                          **kwargs): # passed to `Learner`
-    "A `Learner` on `dls` for the lesson's model `kind` (untrained)."
+    "A `Learner` (a `learner_cls`) on `dls` for the lesson's model `kind` (untrained)."
     if kind not in collab_kinds: raise ValueError(f"kind must be one of {collab_kinds}, got {kind!r}")
-    if kind=='fastai': return collab_learner(dls, n_factors=n_factors, y_range=y_range, **kwargs)
-    if kind=='fastai_nn': return collab_learner(dls, use_nn=True, layers=[100, 50], y_range=y_range, **kwargs)
-    if kind=='ce':
+    if kind=='fastai': learn = collab_learner(dls, n_factors=n_factors, y_range=y_range, **kwargs)
+    elif kind=='fastai_nn': learn = collab_learner(dls, use_nn=True, layers=[100, 50], y_range=y_range, **kwargs)
+    elif kind=='ce':
         from paddy_collab.collab_further import ce_rating_loss, ce_rating_mse, ce_rating_acc
-        return Learner(dls, CollabNN.from_dls(dls, y_range=None, n_out=5), loss_func=ce_rating_loss, metrics=[ce_rating_mse, ce_rating_acc], **kwargs)
-    n_users,n_items = (len(dls.classes[c]) for c in collab_names(dls))
-    model = {'dot': lambda: DotProduct(n_users, n_items, n_factors, y_range), 'bias': lambda: DotProductBias(n_users, n_items, n_factors, y_range),
-             'nn': lambda: CollabNN.from_dls(dls, y_range=y_range)}[kind]()
-    return Learner(dls, model, loss_func=MSELossFlat(), **kwargs)
+        learn = Learner(dls, CollabNN.from_dls(dls, y_range=None, n_out=5), loss_func=ce_rating_loss, metrics=[ce_rating_mse, ce_rating_acc], **kwargs)
+    else:
+        n_users,n_items = (len(dls.classes[c]) for c in collab_names(dls))
+        model = {'dot': lambda: DotProduct(n_users, n_items, n_factors, y_range), 'bias': lambda: DotProductBias(n_users, n_items, n_factors, y_range),
+                 'nn': lambda: CollabNN.from_dls(dls, y_range=y_range)}[kind]()
+        learn = Learner(dls, model, loss_func=MSELossFlat(), **kwargs)
+    learn.__class__ = learner_cls  # `collab_learner` makes a plain `Learner`; the subclass only changes how events are called
+    return learn
 
 def fit_movielens(kind:str='fastai', # one of `collab_kinds`
                   n_epoch:int=5, # epochs of `fit_one_cycle`
@@ -127,6 +134,7 @@ def fit_movielens(kind:str='fastai', # one of `collab_kinds`
                   dls:DataLoaders|None=None, # train on these instead (e.g. `fastcollab.fast_collab_dls`); never cached
                   cache:bool=True, # reuse an identical earlier fit on MovieLens 100k in this process
                   show:bool=False, # show the progress bar and the table of losses
+                  learner_cls=Learner, # as in `collab_model_learner`
                  )->Learner: # trained; `learn.recorder.values` holds the per-epoch [train loss, valid loss, metrics...]
     "Train the lesson's model `kind` with `fit_one_cycle(n_epoch, lr, wd=wd)` on a fixed split."
     if kind not in collab_kinds: raise ValueError(f"kind must be one of {collab_kinds}, got {kind!r}")
@@ -136,7 +144,7 @@ def fit_movielens(kind:str='fastai', # one of `collab_kinds`
         dls = _dls_cache[bs, seed]
     elif dls is None: dls = movielens_dls(ratings, bs, seed)
     reseed(dls, seed)
-    learn = collab_model_learner(kind, dls, n_factors, y_range)
+    learn = collab_model_learner(kind, dls, n_factors, y_range, learner_cls)
     if key in _fit_cache:
         sd,values = _fit_cache[key]
         learn.model.load_state_dict(sd)

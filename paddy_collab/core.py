@@ -4,13 +4,16 @@
 
 # %% ../nbs/ref/00_core.ipynb 2
 from __future__ import annotations
-import os, socket, shutil, tempfile, warnings, contextlib
+import os, socket, shutil, tempfile, warnings, contextlib, json
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
+from . import __version__
 
 # %% auto 0
-__all__ = ['can_reach', 'atomic_path', 'atomic_write', 'atomic_dir', 'check_columns', 'fastai_data_path', 'find_ml100k_src',
-           'install_ml100k', 'ml100k_path']
+__all__ = ['MANIFEST', 'can_reach', 'UsageError', 'check_writable', 'atomic_path', 'atomic_write', 'atomic_dir', 'write_manifest',
+           'read_manifest', 'check_columns', 'few', 'fastai_data_path', 'find_ml100k_src', 'install_ml100k',
+           'ml100k_path']
 
 # %% ../nbs/ref/00_core.ipynb
 warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*is deprecated', category=FutureWarning)
@@ -27,6 +30,22 @@ def can_reach(url:str, # a URL (its host and port are checked) or a bare host na
     except OSError: return False
 
 # %% ../nbs/ref/00_core.ipynb
+class UsageError(Exception):
+    "An error the user can fix (a path, an option, a file's contents): a command line prints it as one line."
+
+def check_writable(path, # a file or folder to be created
+                  )->Path: # `path`
+    "Raise `UsageError` now if `path` could not be created later (a parent that is a file, or not writable)."
+    path = Path(path)
+    p = path.parent
+    while not p.exists() and p != p.parent: p = p.parent
+    if not p.is_dir(): raise UsageError(f"cannot write {path}: {p} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=p): pass
+    except OSError as e: raise UsageError(f"cannot write {path}: {p} is not writable ({e.strerror})") from None
+    return path
+
+# %% ../nbs/ref/00_core.ipynb
 def _umask()->int:
     "The process's umask (read by setting it and putting it back)"
     m = os.umask(0o022); os.umask(m)
@@ -34,7 +53,8 @@ def _umask()->int:
 
 def _check_new(path, overwrite):
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --force) to replace it")
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    check_writable(path)  # a clear message now, not an OSError from mkstemp
     path.parent.mkdir(parents=True, exist_ok=True)
 
 @contextlib.contextmanager
@@ -84,6 +104,35 @@ def atomic_dir(path, # the folder to create
     finally:
         for p in (tmp, old): _remove(p)
 
+# %% ../nbs/ref/00_core.ipynb
+MANIFEST = 'paddy_collab.json'
+
+def write_manifest(folder, # the folder being saved
+                   command:str, # the command that made it
+                   kind:str, # what is saved: 'paddy-model', 'collab-model', ...
+                   **info): # anything else worth keeping (arguments, results, file names)
+    "Write `paddy_collab.json` into `folder`."
+    m = dict(tool='paddy_collab', version=__version__, command=command, kind=kind,
+             created=datetime.now(timezone.utc).isoformat(timespec='seconds'), **info)
+    (Path(folder)/MANIFEST).write_text(json.dumps(m, indent=2, default=str))
+    return m
+
+_kind_names = {'paddy-model': 'a Paddy model (`train-paddy`)', 'collab-model': 'a collab model (`train-collab`)'}
+
+def read_manifest(folder, # a folder saved with `write_manifest`
+                  kind:str, # the kind the caller needs
+                  command:str, # the caller, for the message
+                 )->dict:
+    "The manifest of `folder`, after checking it holds a `kind` model."
+    folder = Path(folder)
+    if not folder.exists(): raise FileNotFoundError(f"{folder} does not exist")
+    f = folder/MANIFEST
+    if not f.exists(): raise UsageError(f"{folder} is not a saved paddy_collab model (no {MANIFEST}); `{command}` needs {_kind_names[kind]}")
+    m = json.loads(f.read_text())
+    if m.get('kind') != kind:
+        raise UsageError(f"{folder} holds {_kind_names.get(m.get('kind'), m.get('kind'))}, written by `paddy_collab {m.get('command')}`; "
+                         f"`{command}` needs {_kind_names[kind]}")
+    return m
 
 # %% ../nbs/ref/00_core.ipynb
 def check_columns(df, # a `pandas.DataFrame`
@@ -94,6 +143,13 @@ def check_columns(df, # a `pandas.DataFrame`
     missing = [c for c in cols if c not in df.columns]
     if missing: raise KeyError(f"{source} is missing column(s) {missing}; expected {list(cols)}, found {list(df.columns)}")
     return df
+
+def few(xs, # the values an error message is about
+        n:int=5, # how many to show
+       )->str:
+    "The first `n` of `xs` and how many more, for error messages: `['a', 'b'] and 3 more`."
+    xs = [str(x) for x in xs]
+    return str(xs[:n]) + (f" and {len(xs)-n} more" if len(xs) > n else "")
 
 # %% ../nbs/ref/00_core.ipynb
 def fastai_data_path()->Path:

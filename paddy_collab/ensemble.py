@@ -5,26 +5,30 @@
 # %% ../nbs/05_ensemble.ipynb 2
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-import gc, json, re
+import gc, json, re, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.vision.augment import Resize
 from fastai.torch_core import rank_distrib
 from .paddy_data import *
 from .train import *
+from .paddy_checks import check_paddy
+from accelerate.utils import release_memory
 
 # %% auto 0
-__all__ = ['res', 'models', 'course_names', 'model_weights', 'check_compatible', 'ensemble', 'save_preds', 'load_preds',
-           'write_submission', 'train_ensemble']
+__all__ = ['lesson_res', 'lesson_models', 'models', 'course_names', 'model_weights', 'ensemble_names', 'named_ensemble',
+           'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission', 'member_name',
+           'check_members', 'train_ensemble']
 
 # %% ../nbs/05_ensemble.ipynb
-res = 640, 480
-models = {
-    'convnext_large.fb_in22k': [(Resize(res), 224), (Resize(res), (320, 224))],
-    'vit_large_patch16_224.augreg_in21k_ft_in1k': [(Resize(480, method='squish'), 224), (Resize(res), 224)],
-    'swinv2_large_window12_192.ms_in22k': [(Resize(480, method='squish'), 192), (Resize(res), 192)],
-    'swin_large_patch4_window7_224.ms_in22k_ft_in1k': [(Resize(480, method='squish'), 224), (Resize(res), 224)],
+lesson_res = 640, 480
+lesson_models = {
+    'convnext_large.fb_in22k': [(Resize(lesson_res), 224), (Resize(lesson_res), (320, 224))],
+    'vit_large_patch16_224.augreg_in21k_ft_in1k': [(Resize(480, method='squish'), 224), (Resize(lesson_res), 224)],
+    'swinv2_large_window12_192.ms_in22k': [(Resize(480, method='squish'), 192), (Resize(lesson_res), 192)],
+    'swin_large_patch4_window7_224.ms_in22k_ft_in1k': [(Resize(480, method='squish'), 224), (Resize(lesson_res), 224)],
 }
+models = lesson_models  # the lesson's name, as ref/04_kaggle's kernel imports it
 # the course's timm 0.6 names -> today's
 course_names = {'convnext_large_in22k': 'convnext_large.fb_in22k', 'vit_large_patch16_224': 'vit_large_patch16_224.augreg_in21k_ft_in1k',
                 'swinv2_large_window12_192_22k': 'swinv2_large_window12_192.ms_in22k', 'swin_large_patch4_window7_224': 'swin_large_patch4_window7_224.ms_in22k_ft_in1k'}
@@ -32,7 +36,16 @@ course_names = {'convnext_large_in22k': 'convnext_large.fb_in22k', 'vit_large_pa
 model_weights = {'vit_large_patch16_224.augreg_in21k_ft_in1k': 2}
 
 # %% ../nbs/05_ensemble.ipynb
-def _few(xs, n=3): return str(list(xs)[:n])[:-1] + (f", ... ({len(xs)} in all)]" if len(xs) > n else "]")
+def named_ensemble(name:str, # 'lesson', 'small' or 'tiny'
+                   size=224, # final image size of 'small' and 'tiny' (the lesson's members keep their own)
+                  )->dict: # {arch: [(item transform or None, size), ...]}, as `lesson_models`
+    "The members of a named ensemble: the lesson's, two small CPU-sized models, or timm's `test_resnet` on squished and on cropped images."
+    if name == 'lesson': return lesson_models
+    if name == 'small': return {'resnet18': [(None, size)], 'convnext_atto': [(None, size)]}
+    if name == 'tiny': return {'test_resnet': [(paddy_item_tfms(size), size), (Resize(paddy_item_tfms(size).size), size)]}
+    raise UsageError(f"no ensemble {name!r}; the named ensembles are {ensemble_names}")
+
+ensemble_names = ('lesson', 'small', 'tiny')
 
 # %% ../nbs/05_ensemble.ipynb
 def check_compatible(psets, # `PredSet`s to combine
@@ -48,7 +61,7 @@ def check_compatible(psets, # `PredSet`s to combine
         for h, va, vp in zip(a.heads, a.vocabs, p.vocabs):
             if vp != va:
                 diff = sorted(set(va) ^ set(vp))
-                why = f"classes {_few(diff)} are in only one of them" if diff else "the same classes in another order"
+                why = f"classes {few(diff, 3)} are in only one of them" if diff else "the same classes in another order"
                 raise ValueError(f"prediction set {i}, head {h!r}: its {len(vp)} classes differ from set 0's {len(va)} ({why}); train every model on the same data")
         if p.files != a.files:
             if sorted(p.files) == sorted(a.files):
@@ -56,7 +69,7 @@ def check_compatible(psets, # `PredSet`s to combine
                 raise ValueError(f"prediction set {i} has the same test files as set 0 in another order (row {r}: {p.files[r]} vs {a.files[r]}); predict on the sorted `get_test_files(path)`")
             only_p, only_a = sorted(set(p.files) - set(a.files)), sorted(set(a.files) - set(p.files))
             raise ValueError(f"prediction set {i} ({len(p.files)} files) and set 0 ({len(a.files)} files) are on different test images: "
-                             f"only in set {i}: {_few(only_p)}; only in set 0: {_few(only_a)}")
+                             f"only in set {i}: {few(only_p, 3)}; only in set 0: {few(only_a, 3)}")
 
 def ensemble(psets, # `PredSet`s with the same heads, classes and test files
              weights=None, # one weight per set, or a dict `{arch: weight}` (missing archs weigh 1) looked up in `meta['arch']`; default all 1
@@ -111,41 +124,56 @@ def write_submission(preds:PredSet, # predictions on the test images (one model 
     if not sample.exists(): raise FileNotFoundError(f"{sample} not found; pass the competition folder or its sample_submission.csv")
     ss = check_columns(pd.read_csv(sample, dtype=str), ['image_id', 'label'], str(sample))
     dup = ss.image_id[ss.image_id.duplicated()]
-    if len(dup): raise ValueError(f"{sample} lists image_id(s) more than once: {_few(sorted(set(dup)))}")
+    if len(dup): raise ValueError(f"{sample} lists image_id(s) more than once: {few(sorted(set(dup)), 3)}")
     if len(set(preds.files)) != len(preds.files): raise ValueError("the predictions hold some test files more than once")
     missing, extra = sorted(set(ss.image_id) - set(preds.files)), sorted(set(preds.files) - set(ss.image_id))
-    if missing: raise ValueError(f"{len(missing)} image_id(s) in {sample} have no prediction: {_few(missing)}; predict on the test_images/ of the same folder")
-    if extra: raise ValueError(f"{len(extra)} predicted image(s) are not in {sample}: {_few(extra)}; is it the sample of another version of the data?")
+    if missing: raise ValueError(f"{len(missing)} image_id(s) in {sample} have no prediction: {few(missing, 3)}; predict on the test_images/ of the same folder")
+    if extra: raise ValueError(f"{len(extra)} predicted image(s) are not in {sample}: {few(extra, 3)}; is it the sample of another version of the data?")
     labels = dict(zip(preds.files, preds.labels(head)))
     ss['label'] = ss.image_id.map(labels)
     with atomic_write(fname, overwrite=overwrite, newline='') as f: ss.to_csv(f, index=False)
     return Path(fname)
 
 # %% ../nbs/05_ensemble.ipynb
-def _slug(arch, item, size)->str:
+def member_name(arch, # a timm name
+                item, # the member's item transform (None: `train`'s default)
+                size, # its final size
+               )->str: # a file or folder name
     "A file name for one member: architecture, item transform and size."
     it = f"{type(item).__name__}{'_'.join(map(str, getattr(item, 'size', ())))}{getattr(item, 'method', '')}" if item is not None else 'default'
     sz = 'x'.join(map(str, size)) if isinstance(size, (tuple, list)) else str(size)
     return re.sub(r'[^A-Za-z0-9._-]+', '_', f"{arch}-{it}-{sz}")
 
+def check_members(models:dict, # {arch: [(item transform, size), ...]}
+                  pretrained:bool=True, # the weights must also be cached or downloadable
+                 ):
+    "Check every architecture of `models` before hours of training: timm knows it and, if `pretrained`, its weights can be loaded."
+    for arch in models:
+        check_arch(arch, pretrained)
+        if pretrained: pretrained_kwargs(arch)
+
 # %% ../nbs/05_ensemble.ipynb
 def train_ensemble(path, # the competition folder
-                   models:dict=models, # {arch: [(item transform, size), ...]}
+                   models:dict=lesson_models, # {arch: [(item transform, size), ...]}, e.g. `named_ensemble(name)`
                    preds_dir=None, # save each member's `PredSet` here, and reuse those already saved
                    seed:int=42, # seed of the split and the training run
                    vary_seed:bool=False, # member `i` uses `seed+i`: a different validation split each, as the course's final ensemble
+                   on_member=None, # `on_member(name, preds, learn)` after each member is trained (`name` from `member_name`): e.g. save it
                    **kwargs, # passed to `train` (accum, epochs, multi_target, ...)
                   )->list: # one `PredSet` per (arch, item, size), in `models`' order
     "Train every (architecture, item transform, size) of `models` on `path` and return their TTA `PredSet`s."
-    for arch in models: check_arch(arch, kwargs.get('pretrained', True))  # all names before hours of training
+    check_members(models, kwargs.get('pretrained', True))  # all names before hours of training
+    report = kwargs.pop('check', None) or check_paddy(path, test=False)  # the folder checked once, not once per member
     res = []
     for arch, details in models.items():
         for item, size in details:
-            fn = Path(preds_dir)/f"{_slug(arch, item, size)}.npz" if preds_dir else None
+            name, t0 = member_name(arch, item, size), time.time()
+            fn = Path(preds_dir)/f"{name}.npz" if preds_dir else None
             if fn is not None and fn.exists(): res.append(load_preds(fn)); continue
-            p = train(arch, size, item=item, path=path, seed=seed + len(res)*vary_seed, **kwargs)
+            p, learn = train(arch, size, item_tfms=item, path=path, seed=seed + len(res)*vary_seed, check=report, return_learner=True, **kwargs)
+            p.meta['train_secs'] = round(time.time() - t0, 1)
             if fn is not None and rank_distrib() == 0: save_preds(p, fn)  # under `accelerate launch` only the main process writes
+            if on_member is not None: on_member(name, p, learn)
             res.append(p)
-            gc.collect()
-            if torch.cuda.is_available(): torch.cuda.empty_cache()
+            learn, = release_memory(learn)  # accelerate: drop it, collect, empty the GPU cache
     return res

@@ -34,11 +34,6 @@ class PaddyReport:
         return s + (f"; skipped {len(self.skipped)} unreadable: {[str(f) for f,_ in self.skipped[:5]]})" if self.skipped else ")")
 
 # %% ../nbs/ref/11_paddy_checks.ipynb
-def _few(xs, n=5):
-    "The first `n` of `xs` and how many more, for error messages."
-    xs = [str(x) for x in xs]
-    return str(xs[:n]) + (f" and {len(xs)-n} more" if len(xs) > n else "")
-
 def _unreadable(fn, decode:bool=True)->str|None:
     "Why image `fn` cannot be read, or None if it can."
     try:
@@ -56,23 +51,23 @@ def _read_train_csv(csv:Path)->pd.DataFrame:
     check_columns(df, paddy_cols, str(csv))
     for c in ['image_id', 'label', 'variety']:
         bad = df.index[df[c].isna() | (df[c].str.strip() == '')]
-        if len(bad): raise ValueError(f"{csv}: column {c!r} is empty on line(s) {_few(bad + 2)}")
+        if len(bad): raise ValueError(f"{csv}: column {c!r} is empty on line(s) {few(bad + 2)}")
     dup = df.image_id[df.image_id.duplicated()]
-    if len(dup): raise ValueError(f"{csv}: image_id(s) listed more than once: {_few(dup.unique())}")
+    if len(dup): raise ValueError(f"{csv}: image_id(s) listed more than once: {few(dup.unique())}")
     return df
 
 # %% ../nbs/ref/11_paddy_checks.ipynb
 def _train_images(trn:Path)->L:
     "The images of `trn` (`train_images/`), sorted, once it holds one non-empty folder per disease and nothing else."
     stray = [p for p in trn.iterdir() if not p.name.startswith('.') and not p.is_dir()]
-    if stray: raise ValueError(f"{trn} should hold only one folder per disease, but holds file(s) {_few(stray)}")
+    if stray: raise ValueError(f"{trn} should hold only one folder per disease, but holds file(s) {few(stray)}")
     folders = sorted(p for p in trn.iterdir() if p.is_dir() and not p.name.startswith('.'))
     if not folders: raise ValueError(f"{trn} holds no disease folders")
     files = get_image_files(trn).sorted()
     deep = [f for f in files if f.parent.parent != trn]
-    if deep: raise ValueError(f"images must sit directly in train_images/<disease>/, but found {_few(deep)}")
+    if deep: raise ValueError(f"images must sit directly in train_images/<disease>/, but found {few(deep)}")
     empty = [d for d in folders if not any(f.parent == d for f in files)]
-    if empty: raise ValueError(f"empty class folder(s) {_few(empty)}: each disease folder must hold at least one image (remove the folder or add its images)")
+    if empty: raise ValueError(f"empty class folder(s) {few(empty)}: each disease folder must hold at least one image (remove the folder or add its images)")
     return files
 
 def _match_csv(files:L, df:pd.DataFrame, csv:Path, trn:Path):
@@ -82,21 +77,21 @@ def _match_csv(files:L, df:pd.DataFrame, csv:Path, trn:Path):
         if f.name in by_name: raise ValueError(f"{f.name} is in two folders: {by_name[f.name]} and {f}")
         by_name[f.name] = f
     not_in_csv = [f for f in files if f.name not in set(df.image_id)]
-    if not_in_csv: raise ValueError(f"{len(not_in_csv)} image(s) in {trn} are not in {csv}: {_few(not_in_csv)}")
+    if not_in_csv: raise ValueError(f"{len(not_in_csv)} image(s) in {trn} are not in {csv}: {few(not_in_csv)}")
     no_file = df.image_id[~df.image_id.isin(by_name)]
-    if len(no_file): raise ValueError(f"{len(no_file)} image_id(s) in {csv} have no file in {trn}/<label>/: {_few(no_file)}")
+    if len(no_file): raise ValueError(f"{len(no_file)} image_id(s) in {csv} have no file in {trn}/<label>/: {few(no_file)}")
     wrong = df[df.label != df.image_id.map(lambda i: by_name[i].parent.name)]
     if len(wrong):
         r = wrong.iloc[0]
         raise ValueError(f"{len(wrong)} label(s) in {csv} disagree with the image's folder, e.g. {r.image_id}: label {r.label!r} "
-                         f"but it is in {by_name[r.image_id].parent}; all: {_few(wrong.image_id)}")
+                         f"but it is in {by_name[r.image_id].parent}; all: {few(wrong.image_id)}")
 
 def _readable(files:L, decode:bool, bad_images:str)->tuple:
     "(readable files, [(file, reason)] skipped): unreadable training images skipped with one line each, or raised."
     if bad_images not in ('skip', 'raise'): raise ValueError(f"bad_images must be 'skip' or 'raise', got {bad_images!r}")
     skipped = [(f, why) for f in files if (why := _unreadable(f, decode))]
     if skipped and bad_images == 'raise':
-        raise ValueError(f"{len(skipped)} unreadable training image(s): {_few(f'{f} ({why})' for f,why in skipped)}; replace or remove them, or pass bad_images='skip'")
+        raise ValueError(f"{len(skipped)} unreadable training image(s): {few(f'{f} ({why})' for f,why in skipped)}; replace or remove them, or pass bad_images='skip'")
     for f, why in skipped: print(f"check_paddy: skipping unreadable training image {f} ({why})", file=sys.stderr)
     bad = {f for f,_ in skipped}
     return L(f for f in files if f not in bad), skipped
@@ -118,7 +113,7 @@ def check_paddy(path, # the competition folder: `train.csv`, `train_images/`, `t
     files, skipped = _readable(files, decode, bad_images)
     tst_files = get_test_files(path) if test else L()
     bad_tst = [(f, why) for f in tst_files if (why := _unreadable(f, decode))]
-    if bad_tst: raise ValueError(f"unreadable test image(s) {_few(f'{f.name} ({why})' for f,why in bad_tst)}: a submission needs every test image, so replace them")
+    if bad_tst: raise ValueError(f"unreadable test image(s) {few(f'{f.name} ({why})' for f,why in bad_tst)}: a submission needs every test image, so replace them")
     return PaddyReport(path, files, tst_files, sorted(df.label.unique()), sorted(df.variety.unique()), skipped)
 
 def paddy_report(path, # the competition folder

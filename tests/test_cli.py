@@ -105,18 +105,21 @@ def test_unwritable(tmp_path):
     finally: ro.chmod(0o700)
 
 
-def interrupt(args, folder, timeout=120):
-    "Start `paddy_collab ARGS`, send SIGINT once its temporary output appears in `folder`; return the CompletedProcess-like result."
+def interrupt(args, folder, started=None, timeout=120):
+    "Start `paddy_collab ARGS`, send SIGINT once its temporary output appears in `folder` (or it prints a line containing `started`)."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen([sys.executable, '-m', 'paddy_collab.cli', *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=ENV, cwd=ROOT)
-    t0 = time.time()
-    while not any(folder.glob('.*.tmp')) and p.poll() is None and time.time()-t0 < timeout: time.sleep(0.05)
+    t0, seen = time.time(), ''
+    if started:
+        while started not in seen and p.poll() is None and time.time()-t0 < timeout: seen += p.stdout.readline()
+    else:
+        while not any(folder.glob('.*.tmp')) and p.poll() is None and time.time()-t0 < timeout: time.sleep(0.05)
     assert p.poll() is None, f"finished before it could be interrupted: {p.communicate()}"
-    time.sleep(0.3)  # let it write a little
+    time.sleep(0.3)  # let it write (or train) a little
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
-    return p.returncode, out, err
+    return p.returncode, seen + out, err
 
 
 def test_sigint_synth(tmp_path):
@@ -194,6 +197,9 @@ def test_train_paddy(paddy_models):
     for m in members:
         assert sorted(p.name for p in (out/m).iterdir()) == ['confusion.png', 'loss.png', 'model.pkl', 'paddy_collab.json', 'preds.npz']
         for f in ('model.pkl', 'preds.npz', 'loss.png', 'confusion.png'): assert f"wrote {out/m/f}" in so
+        from PIL import Image
+        w, h = Image.open(out/m/'confusion.png').size
+        assert w == 2*h  # fastai's confusion matrix of each head (disease, variety), side by side
     errs = [l for l in so.splitlines() if ': validation error disease ' in l]
     assert len(errs) == 2 and all('variety' in l for l in errs)
     assert leftovers(out) == []
@@ -232,7 +238,7 @@ def test_predict(paddy_models, paddy, collab_model, tmp_path):
     user_error('predict', out, '--data', paddy, '--out', sub, contains='already exists; pass --force')
     assert sub.read_bytes() == before
     ok('predict', out/'test_resnet-Resize69_69squish-32', '--data', paddy, '--out', sub, '--head', 'variety', '--force')
-    user_error('predict', out, '--data', paddy, '--out', tmp_path/'s2.csv', '--weights', 1, contains='got 1 --weights for 2 models')
+    user_error('predict', out, '--data', paddy, '--out', tmp_path/'s2.csv', '--weights', 1, contains='got 1 weights for 2 prediction sets')
     user_error('predict', collab_model[0], '--data', paddy, '--out', tmp_path/'s2.csv', contains='holds a collab model (`train-collab`)')
     user_error('recommend', out/'test_resnet-Resize69_69squish-32', '--user', 1, contains='holds a Paddy model (`train-paddy`)')
     user_error('predict', tmp_path, '--data', paddy, '--out', tmp_path/'s2.csv', contains='holds no model saved by')
@@ -343,20 +349,33 @@ def test_readme_kaggle_cycle(kaggle_env, paddy, tmp_path):
     assert r.returncode == 2 and 'no wheel of beartype' in r.stderr and 'Traceback' not in r.stderr
 
 
+def injected(module, name, exc, args):
+    "Run `main(args)` in a fresh process with `module.name` replaced by a function raising `exc` (a bug): the CompletedProcess."
+    code = (f"import sys, paddy_collab.cli as c, {module} as m\n"
+            f"def bug(*a, **kw): raise {exc}('an internal bug, not the user\\'s fault')\n"
+            f"m.{name} = bug\n"
+            f"sys.exit(c.main({[str(a) for a in args]!r}))")
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=300)
+
 def test_internal_errors_show_their_traceback(tmp_path):
     "A bug (any exception the boundary did not turn into a UsageError) is not passed off as a user error: traceback, exit 1."
-    code = ("import sys, paddy_collab.cli as c\n"
-            "def bug(path): raise ValueError('an internal bug, not the user\\'s fault')\n"
-            "c.check_writable = bug\n"
-            f"sys.exit(c.main(['synth', {str(tmp_path/'p')!r}, '--n-per-class', '1', '--n-test', '1', '--size', '8', '8']))")
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=120)
+    r = injected('paddy_collab.core', 'check_writable', 'ValueError', ['synth', tmp_path/'p', '--n-per-class', 1, '--n-test', 1, '--size', 8, 8])
     assert r.returncode == 1 and 'Traceback' in r.stderr and 'an internal bug' in r.stderr, r.stderr
     user_error('synth', tmp_path/'q', '--n-per-class', '0', contains='n_per_class must be >= 1')  # the library's check of user input: one line
+
+def test_internal_errors_in_the_library(ratings_csv, tmp_path):
+    "A `KeyError` or `ValueError` from inside a library function the job calls (not a check of the user's input) shows its traceback."
+    args = ['train-collab', '--ratings', ratings_csv, '--sep', ';', '--user-col', 'uid', '--item-col', 'movie', '--rating-col', 'stars', '--epochs', 1, '--out', tmp_path/'m']
+    for exc in ('KeyError', 'ValueError'):
+        r = injected('paddy_collab.collab', 'collab_model_learner', exc, args)
+        assert r.returncode == 1 and 'Traceback' in r.stderr and f"{exc}: " in r.stderr and 'paddy_collab: error' not in r.stderr, r.stderr
+    assert not (tmp_path/'m').exists()
+    user_error(*args[:-2], '--rating-col', 'nope', '--out', tmp_path/'m', contains="is missing column(s) ['nope']")  # a user error: one line
 
 
 def test_atomic_dir_has_mkdir_permissions(tmp_path):
     import stat
-    from paddy_collab.cli import atomic_dir
+    from paddy_collab.core import atomic_dir
     old = os.umask(0o022)
     try:
         with atomic_dir(tmp_path/'out') as t: (t/'a').write_text('a')
@@ -370,7 +389,7 @@ def test_atomic_dir_has_mkdir_permissions(tmp_path):
 def test_sigint_train_paddy(paddy, tmp_path):
     out = tmp_path/'models'
     rc, so, err = interrupt(['train-paddy', '--data', paddy, '--arch', 'test_resnet', '--size', 32, '--epochs', 30, '--bs', 8,
-                             '--no-pretrained', '--out', out], out)
+                             '--no-pretrained', '--out', out], out, started='train_loss')  # inside the training loop
     assert rc == 130, (rc, so, err)
     assert 'interrupted' in err and 'Traceback' not in err
     assert list(out.iterdir()) == []

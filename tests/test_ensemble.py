@@ -3,7 +3,7 @@ import json, os, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 import paddy_collab.ensemble as E
-from paddy_collab.ensemble import models, course_names, model_weights, check_compatible, ensemble, save_preds, load_preds, write_submission, train_ensemble
+from paddy_collab.ensemble import lesson_models, models, course_names, model_weights, check_compatible, ensemble, save_preds, load_preds, write_submission, train_ensemble
 from paddy_collab.train import PredSet
 from paddy_collab.synth import synth_paddy, diseases, varieties
 from paddy_collab.paddy_data import get_test_files
@@ -19,12 +19,13 @@ def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('p')/'pa
 def test_model_names_are_pretrained_timm_models():
     import timm
     names = set(timm.list_models(pretrained=True))
-    for arch in [*models, *course_names.values(), *model_weights]: assert arch in names and timm.is_model(arch), arch
-    assert len(models) == 4 and all(len(v) >= 1 for v in models.values())
-    for arch, details in models.items():
+    assert models is lesson_models  # the lesson's name, which ref/04_kaggle's kernel imports
+    for arch in [*lesson_models, *course_names.values(), *model_weights]: assert arch in names and timm.is_model(arch), arch
+    assert len(lesson_models) == 4 and all(len(v) >= 1 for v in lesson_models.values())
+    for arch, details in lesson_models.items():
         for item, size in details: assert type(item).__name__ == 'Resize' and (isinstance(size, int) or len(size) == 2)
     assert set(course_names) == {'convnext_large_in22k', 'vit_large_patch16_224', 'swinv2_large_window12_192_22k', 'swin_large_patch4_window7_224'}
-    assert set(course_names.values()) == set(models)
+    assert set(course_names.values()) == set(lesson_models)
     assert model_weights == {'vit_large_patch16_224.augreg_in21k_ft_in1k': 2}
 
 def test_weighted_mean_is_the_lessons_duplication():
@@ -134,15 +135,29 @@ def test_submission_bad_input(paddy, tmp_path):
 
 def test_train_ensemble_order_resume_and_early_name_check(tmp_path, monkeypatch):
     calls = []
-    def fake_train(arch, size, item=None, path=None, **kw):
-        calls.append((arch, size)); return _ps(len(calls), arch=arch)
+    def fake_train(arch, size, item=None, path=None, return_learner=False, **kw):
+        calls.append((arch, size)); p = _ps(len(calls), arch=arch)
+        return (p, f'learner {len(calls)}') if return_learner else p
     monkeypatch.setattr(E, 'train', fake_train)
     from fastai.vision.augment import Resize
     ms = {'resnet18': [(Resize(40), 32), (Resize(40, method='squish'), (48, 32))], 'test_resnet': [(Resize(40), 32)]}
-    ps = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False)
+    saved = []
+    ps = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False, on_member=lambda name, p, learn: saved.append((name, p.meta['arch'], learn)))
+    assert saved == [('resnet18-Resize40_40crop-32', 'resnet18', 'learner 1'), ('resnet18-Resize40_40squish-48x32', 'resnet18', 'learner 2'),
+                     ('test_resnet-Resize40_40crop-32', 'test_resnet', 'learner 3')]  # the hook sees each member once, after its training
     assert calls == [('resnet18', 32), ('resnet18', (48, 32)), ('test_resnet', 32)]
     assert [p.meta['arch'] for p in ps] == ['resnet18', 'resnet18', 'test_resnet'] and len(list((tmp_path/'preds').glob('*.npz'))) == 3
     again = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False)
     assert len(calls) == 3 and all(torch.equal(a['disease'], b['disease']) for a, b in zip(ps, again))  # loaded, not retrained
     with pytest.raises(ValueError, match='did you mean'): train_ensemble(tmp_path, {**ms, 'convnext_larg': [(Resize(40), 32)]}, pretrained=False)
     assert len(calls) == 3  # the bad name was caught before any training
+
+def test_named_ensembles():
+    "`train-paddy --ensemble NAME` and `train_ensemble` read the same named ensembles; member names are file names"
+    from paddy_collab.ensemble import named_ensemble, ensemble_names, member_name
+    from paddy_collab.core import UsageError
+    assert named_ensemble('lesson') is lesson_models and set(ensemble_names) == {'lesson', 'small', 'tiny'}
+    tiny = named_ensemble('tiny', 32)['test_resnet']
+    assert [member_name('test_resnet', i, s) for i, s in tiny] == ['test_resnet-Resize69_69squish-32', 'test_resnet-Resize69_69crop-32']
+    assert member_name('resnet18', None, (64, 48)) == 'resnet18-default-64x48'
+    with pytest.raises(UsageError, match="no ensemble 'big'"): named_ensemble('big')
