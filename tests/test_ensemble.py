@@ -135,10 +135,12 @@ def test_submission_bad_input(paddy, tmp_path):
 
 def test_train_ensemble_order_resume_and_early_name_check(tmp_path, monkeypatch):
     calls = []
-    def fake_train(arch, size, item=None, path=None, return_learner=False, **kw):
-        calls.append((arch, size)); p = _ps(len(calls), arch=arch)
+    def fake_train(arch, size, item_tfms=None, path=None, return_learner=False, check=True, **kw):
+        assert check == 'report'; calls.append((arch, size)); p = _ps(len(calls), arch=arch)
         return (p, f'learner {len(calls)}') if return_learner else p
     monkeypatch.setattr(E, 'train', fake_train)
+    checked = []
+    monkeypatch.setattr(E, 'check_paddy', lambda path, **kw: checked.append(path) or 'report')  # the folder is checked once, not once per member
     from fastai.vision.augment import Resize
     ms = {'resnet18': [(Resize(40), 32), (Resize(40, method='squish'), (48, 32))], 'test_resnet': [(Resize(40), 32)]}
     saved = []
@@ -146,6 +148,7 @@ def test_train_ensemble_order_resume_and_early_name_check(tmp_path, monkeypatch)
     assert saved == [('resnet18-Resize40_40crop-32', 'resnet18', 'learner 1'), ('resnet18-Resize40_40squish-48x32', 'resnet18', 'learner 2'),
                      ('test_resnet-Resize40_40crop-32', 'test_resnet', 'learner 3')]  # the hook sees each member once, after its training
     assert calls == [('resnet18', 32), ('resnet18', (48, 32)), ('test_resnet', 32)]
+    assert checked == [tmp_path]
     assert [p.meta['arch'] for p in ps] == ['resnet18', 'resnet18', 'test_resnet'] and len(list((tmp_path/'preds').glob('*.npz'))) == 3
     again = train_ensemble(tmp_path, ms, preds_dir=tmp_path/'preds', pretrained=False)
     assert len(calls) == 3 and all(torch.equal(a['disease'], b['disease']) for a, b in zip(ps, again))  # loaded, not retrained
