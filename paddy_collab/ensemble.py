@@ -12,7 +12,8 @@ from fastai.vision.augment import Resize
 from fastai.torch_core import rank_distrib
 from .paddy_data import *
 from .train import *
-from .paddy_checks import check_paddy
+from .paddy_checks import check_paddy, get_test_files
+from .hub import pretrained_kwargs
 from accelerate.utils import release_memory
 
 # %% auto 0
