@@ -65,7 +65,7 @@ readme: dev
 demo: install data
 	$(BIN)/paddy_collab demo --out outputs/demo --force
 
-# The best collab model on both protocols (about two CPU minutes each); prints the figures in README.md.
+# The best collab model on both protocols: search, pick and 3 seeds (about 9 CPU minutes each, one thread; 25 min wall here); writes benchmarks/results/collab_quality.md, shown in README.md.
 quality: install data
 	$(BIN)/python benchmarks/collab_quality.py
 
