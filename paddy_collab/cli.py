@@ -118,11 +118,6 @@ def main(args:list|None=None)->int: # the exit status: 0 done, 2 user error, 130
 
 def _args(a)->dict: return {k: v for k, v in vars(a).items() if k != 'job'}
 
-def _savefig(path, fig=None):
-    "Save `fig` (default: matplotlib's current figure) as a PNG at `path`, and close every figure."
-    import matplotlib.pyplot as plt
-    (fig or plt.gcf()).savefig(path, dpi=80, bbox_inches='tight'); plt.close('all')
-
 # %% ../nbs/ref/06_cli.ipynb
 @command('synth', 'write the synthetic Paddy Doctor set (Kaggle\'s layout: train_images/, test_images/, train.csv, sample_submission.csv)',
          'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30')
@@ -139,25 +134,6 @@ def _synth(p):
     return job
 
 # %% ../nbs/ref/06_cli.ipynb
-def _read_ratings(a)->tuple:
-    "The ratings `DataFrame` `a` asks for, checked, and a description of where it came from."
-    import pandas as pd
-    from paddy_collab.collab import load_movielens, check_ratings
-    if a.ratings is None: df, src = load_movielens(), 'movielens-100k'
-    else:
-        f = Path(a.ratings)
-        if not f.is_file(): raise FileNotFoundError(f"ratings file {f} not found")
-        try: df = pd.read_csv(f, sep=a.sep)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise UsageError(f"{f} is not a readable CSV ({error_line(e)}); expected one row per rating with columns "
-                             f"{a.user_col}, {a.item_col}, {a.rating_col} (see --sep and the --*-col options)") from None
-        src = str(f.resolve())
-    with user_input(): check_ratings(df, a.user_col, a.item_col, a.rating_col, tuple(a.y_range), source=a.ratings or 'MovieLens 100k')
-    if a.model == 'ce' and not df[a.rating_col].isin([1, 2, 3, 4, 5]).all():  # five classes: whole stars 1 to 5
-        bad = sorted(set(df[a.rating_col].unique()) - {1, 2, 3, 4, 5})
-        raise UsageError(f"--model ce predicts whole stars 1 to 5 as five classes, but {a.rating_col} also holds {bad[:5]}: use another --model")
-    return df, src
-
 collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.collab_kinds`, here so that `--help` needs no fastai import
 
 @command('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
@@ -175,49 +151,18 @@ def _train_collab(p):
     return _train_collab_job
 
 def _train_collab_job(a):
-    from fastai.collab import CollabDataLoaders
-    from paddy_collab.collab import movielens_dls, fit_movielens, Learner
-    from paddy_collab.fastcollab import TensorCollabDataLoaders, LeanLearner  # the same split and model, less overhead
+    from paddy_collab.collab_data import read_ratings
+    from paddy_collab.collab_interpret import train_collab
     from paddy_collab.distributed import main_or_scratch
-    df, src = _read_ratings(a)
+    with user_input(): df, src = read_ratings(a.ratings, a.sep, a.user_col, a.item_col, a.rating_col, a.y_range, stars=a.model == 'ce')
     with main_or_scratch(atomic_dir(a.out, a.force)) as tmp:
-        dls = movielens_dls(df, a.bs, a.seed, a.valid_pct, a.item_col, a.user_col, a.rating_col, TensorCollabDataLoaders if a.fast else CollabDataLoaders)
         print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
-        t0 = time.time()
-        learn = fit_movielens(a.model, a.epochs, a.lr, a.wd, a.seed, a.bs, a.n_factors, tuple(a.y_range), dls=dls, cache=False, show=True,
-                              learner_cls=LeanLearner if a.fast else Learner)
-        secs, mse = time.time() - t0, float(learn.recorder.values[-1][2 if a.model == 'ce' else 1])  # ce: valid loss is cross-entropy, then the MSE
-        figs = _collab_plots(learn, df, a, tmp)
-        learn.export(tmp/'model.pkl')
-        write_manifest(tmp, 'train-collab', 'collab-model', model=a.model, fast=a.fast, ratings=src, sep=a.sep, columns=dict(user=a.user_col, item=a.item_col,
-                       rating=a.rating_col), valid_mse=mse, train_secs=round(secs, 1), args=_args(a), files=dict(model='model.pkl', **figs))
-    print(f"valid MSE {mse:.4f} (RMSE {mse**0.5:.4f}) after {a.epochs} epochs in {secs:.1f}s\nsaved the model to {Path(a.out)/'model.pkl'}")
-    for f in figs.values(): print(f"wrote {Path(a.out)/f}")
-
-def _collab_plots(learn, df, a, folder)->dict:
-    "fastai's loss curve, the PCA map of the item factors and (models with biases) the item biases, saved in `folder`."
-    from paddy_collab.collab import plot_factor_pca, plot_biases, collab_weights
-    learn.recorder.plot_loss(skip_start=0); _savefig(folder/'loss.png')
-    ax = plot_factor_pca(learn, df.rename(columns={a.rating_col: 'rating'}), n=1000, n_show=50, figsize=(10, 10))
-    ax.set_title(f'{a.model}: item factors, first principal components (50 most-rated items)'); _savefig(folder/'pca.png', ax.figure)
-    if collab_weights(learn.model)['item_b'] is None: return dict(loss='loss.png', pca='pca.png')
-    _savefig(folder/'biases.png', plot_biases(learn, 10, ratings=df, rating_name=a.rating_col).figure)
-    return dict(loss='loss.png', pca='pca.png', biases='biases.png')
+        r = train_collab(df, tmp, a.model, a.fast, a.epochs, a.lr, a.wd, a.seed, a.bs, a.n_factors, a.y_range, a.valid_pct, a.user_col, a.item_col, a.rating_col,
+                         ratings=src, sep=a.sep, columns=dict(user=a.user_col, item=a.item_col, rating=a.rating_col), args=_args(a))
+    print(f"valid MSE {r['valid_mse']:.4f} (RMSE {r['valid_mse']**0.5:.4f}) after {a.epochs} epochs in {r['train_secs']:.1f}s\nsaved the model to {Path(a.out)/'model.pkl'}")
+    for f in list(r['files'].values())[1:]: print(f"wrote {Path(a.out)/f}")
 
 # %% ../nbs/ref/06_cli.ipynb
-def _load_collab(folder):
-    "The learner and ratings of a folder saved by `train-collab`."
-    import pandas as pd
-    from fastai.learner import load_learner
-    from paddy_collab.collab import load_movielens
-    m = read_manifest(folder, 'collab-model', 'recommend')
-    learn = load_learner(Path(folder)/m['files']['model'], cpu=True)
-    if m['ratings'] == 'movielens-100k': df = load_movielens()
-    else:
-        if not Path(m['ratings']).is_file(): raise FileNotFoundError(f"{m['ratings']}, the ratings {folder} was trained on, is gone; recommend needs it to skip rated items")
-        df = pd.read_csv(m['ratings'], sep=m.get('sep', ','))
-    return learn, df, m
-
 @command('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
          'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False)
 def _recommend(p):
@@ -229,8 +174,8 @@ def _recommend(p):
         if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
         read_manifest(a.model, 'collab-model', 'recommend')  # before the slow imports
         import pandas as pd
-        from paddy_collab.collab import recommend, nearest_items
-        learn, df, m = _load_collab(a.model)
+        from paddy_collab.collab_interpret import recommend, nearest_items, load_collab
+        learn, df, m = load_collab(a.model)
         with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
             for u in a.user:
                 with user_input(): r = recommend(learn, u, df, a.n)
@@ -252,35 +197,12 @@ def _data(a)->Path:
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
     return data
 
-def _confusion(learn, heads, path)->dict:
-    "fastai's confusion matrix of each head on the validation set, side by side in one PNG at `path`: {head: error rate}."
-    import numpy as np, matplotlib.pyplot as plt
-    from paddy_collab.train import HeadInterpretation
-    errs, panels = {}, []
-    for i, h in enumerate(heads):
-        interp = HeadInterpretation.from_learner(learn, head=i)
-        cm = interp.confusion_matrix()
-        errs[h] = float(1 - np.trace(cm)/max(cm.sum(), 1))
-        interp.plot_confusion_matrix(title=f'{h}: validation error {errs[h]:.1%}', figsize=(7, 7), dpi=80)
-        fig = plt.gcf(); fig.tight_layout(); fig.canvas.draw(); panels.append(np.asarray(fig.canvas.buffer_rgba())); plt.close('all')
-    plt.imsave(path, np.concatenate(panels, axis=1))  # one panel per head, each fastai's own plot
-    return errs
-
 def _save_member(a, data, name, preds, learn):
-    "`train_ensemble`'s `on_member` for `train-paddy`: one folder under `--out` with the learner, the predictions, the plots and the manifest."
-    from paddy_collab.ensemble import save_preds
-    from paddy_collab.distributed import main_or_scratch
-    dest, m = Path(a.out)/name, preds.meta
-    with main_or_scratch(atomic_dir(dest, a.force)) as tmp:
-        save_preds(preds, tmp/'preds.npz')
-        learn.recorder.plot_loss(skip_start=0); _savefig(tmp/'loss.png')
-        errs = _confusion(learn, preds.heads, tmp/'confusion.png')
-        learn.export(tmp/'model.pkl')
-        files = dict(model='model.pkl', preds='preds.npz', loss='loss.png', confusion='confusion.png')
-        write_manifest(tmp, 'train-paddy', 'paddy-model', arch=m['arch'], item=m['item_tfms'], size=m['size'], heads=preds.heads, valid_error=errs,
-                       valid=m.get('valid'), train_secs=m['train_secs'], data=str(data.resolve()), args=_args(a), files=files)
-    print(f"{m['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({m['train_secs']:.0f}s)")
-    for f in files.values(): print(f"wrote {dest/f}")
+    "`train_ensemble`'s `on_member` for `train-paddy`: `ensemble.save_member` into `--out`, then say so."
+    from paddy_collab.ensemble import save_member, member_files
+    errs = save_member(Path(a.out)/name, preds, learn, a.force, data=str(data.resolve()), args=_args(a))
+    print(f"{preds.meta['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({preds.meta['train_secs']:.0f}s)")
+    for f in member_files.values(): print(f"wrote {Path(a.out)/name/f}")
 
 @command('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
          'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
@@ -302,49 +224,23 @@ def _train_paddy(p):
 
 def _train_paddy_job(a):
     if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
-    from paddy_collab.ensemble import named_ensemble, check_members, member_name, train_ensemble
+    from paddy_collab.ensemble import plan_members, train_ensemble
     data, size = _data(a), a.size[0] if len(a.size) == 1 else tuple(a.size)
-    with user_input():
-        members = named_ensemble(a.ensemble, size) if a.ensemble else {arch: [(None, size)] for arch in a.arch}
-        check_members(members, a.pretrained)  # every name and its weights, before any training
-    names = [member_name(arch, item, sz) for arch, details in members.items() for item, sz in details]
-    for d in (Path(a.out)/n for n in names):
-        if d.exists() and not a.force: raise FileExistsError(f"{d} already exists; pass --force to replace it")
-    check_writable(Path(a.out)/'x')
+    with user_input(): members, names = plan_members(a.arch, a.ensemble, size, a.pretrained, a.out, a.force)  # before any training
     print(f"training {len(names)} model(s) on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {a.accum}): {', '.join(names)}", flush=True)
     train_ensemble(data, members, seed=a.seed, on_member=partial(_save_member, a, data), accum=a.accum, finetune=a.finetune, epochs=a.epochs,
                    pretrained=a.pretrained, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision)
 
 # %% ../nbs/ref/06_cli.ipynb
-def _members(runs)->list:
-    "The member folders in `runs` (member folders, or folders holding them), with their manifests."
-    res = []
-    for r in map(Path, runs):
-        if not r.exists(): raise FileNotFoundError(f"{r} does not exist")
-        if (r/MANIFEST).exists(): res.append((r, read_manifest(r, 'paddy-model', 'predict')))
-        elif r.is_dir():
-            subs = sorted(s for s in r.iterdir() if (s/MANIFEST).exists())
-            if not subs: raise UsageError(f"{r} holds no model saved by `paddy_collab train-paddy`")
-            res += [(s, read_manifest(s, 'paddy-model', 'predict')) for s in subs]
-        else: raise UsageError(f"{r} is not a folder saved by `paddy_collab train-paddy`")
-    return res
-
 def _predict(a)->Path:
-    "Ensemble the prediction sets of `a.runs` into the submission `a.out` (checked against the sample as it is written); return its path."
-    import pandas as pd
-    from paddy_collab.ensemble import load_preds, ensemble, write_submission, model_weights
-    data, ms = _data(a), _members(a.runs)
-    with user_input():
-        ens = ensemble([load_preds(f/m['files']['preds']) for f, m in ms], a.weights or model_weights)
-        out = write_submission(ens, data, a.out, head=a.head, overwrite=a.force)
-    for (f, m), w in zip(ms, ens.meta['weights']): print(f"{f}: weight {w:.2f}, validation error {m.get('valid_error')}")
-    sub = pd.read_csv(out)
-    print(f"wrote {out}: {len(sub)} test images; most predicted: " + ', '.join(f"{k} {v}" for k, v in sub.label.value_counts().head(3).items()))
-    if (data/'solution.csv').exists():
-        sol = pd.read_csv(data/'solution.csv').set_index('image_id')
-        print(f"test error against {data/'solution.csv'}: {(sub.set_index('image_id').label != sol.label.reindex(sub.image_id)).mean():.1%} "
-              f"(chance: {1 - 1/len(ens.vocabs[ens.heads.index(a.head)]):.0%})")
-    return out
+    "`ensemble.predict_members` of `a.runs` into the submission `a.out`; return its path."
+    from paddy_collab.ensemble import predict_members
+    data = _data(a)
+    with user_input(): r = predict_members(a.runs, data, a.out, a.weights, a.head, a.force)
+    for f, w, e in r['members']: print(f"{f}: weight {w:.2f}, validation error {e}")
+    print(f"wrote {r['fname']}: {len(r['sub'])} test images; most predicted: " + ', '.join(f"{k} {v}" for k, v in r['sub'].label.value_counts().head(3).items()))
+    if r['test_error'] is not None: print(f"test error against {data/'solution.csv'}: {r['test_error']:.1%} (chance: {r['chance']:.0%})")
+    return r['fname']
 
 def _predict_opts(p):
     p.add_argument('runs', nargs='+', metavar='MODEL', help='folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)')
@@ -365,16 +261,15 @@ def _submit_cmd(p):
     p.add_argument('-m', '--message', required=True, help='the submission\'s description on Kaggle')
     _opts(p, comp=('paddy-disease-classification', 'the competition slug'), dry_run=(False, 'write and check the CSV, but do not send it'),
           wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
-    def job(a):
-        from paddy_collab.kaggle import check_submission, submit
-        sample = _data(a)/'sample_submission.csv'
-        out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
-        with user_input():
-            if a.dry_run: check_submission(out, sample)
-            else: r = submit(out, a.comp, a.message, sample=sample, wait=a.wait)  # it checks the CSV against the sample first
-        if a.dry_run: return print(f"checked {out} against {sample}; --dry-run: not submitted")
-        print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
-    return job
+    return _submit
+
+def _submit(a):
+    from paddy_collab.kaggle import check_submission, submit
+    sample = _data(a)/'sample_submission.csv'
+    out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
+    with user_input(): r = check_submission(out, sample) if a.dry_run else submit(out, a.comp, a.message, sample=sample, wait=a.wait)  # submit checks the CSV too
+    if a.dry_run: return print(f"checked {out} against {sample}; --dry-run: not submitted")
+    print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
 
 # %% ../nbs/ref/06_cli.ipynb
 def _kernel_opts(p):
@@ -405,70 +300,61 @@ def _push_kernel(p):
     return _push_kernel_job
 
 def _push_kernel_job(a):
-    from paddy_collab import kaggle as pk
+    from paddy_collab.kaggle import push_kernel
     if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
-    if a.train and a.slug: raise UsageError("--slug: the competition kernel's slug comes from --title")
-    kw = dict(datasets=a.dataset, wheel_ds=a.wheel_ds, models=a.model, private=not a.public)
-    if a.train: kw.update(gpu=a.gpu is not False, internet=bool(a.internet), weights_ds=a.weights_ds, title=a.title or 'Paddy Doctor ensemble',
-                          archs='lesson' if a.ensemble else a.arch or ['convnext_small.fb_in22k'], epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs,
-                          n_tta=a.n_tta, submit=bool(a.submit), message=a.submit or 'paddy_collab kernel')
-    else: kw.update(gpu=bool(a.gpu), internet=a.internet is not False, slug=a.slug, title=a.title, comp=a.comp or None)
-    with user_input():
-        if a.dry_run:
-            d = (pk.train_kernel_files(a.dry_run, a.user or 'your-kaggle-user', **kw) if a.train
-                 else pk.kernel_files(a.notebook, a.dry_run, a.user or 'your-kaggle-user', **kw))
-            return print(f"wrote {d}/kernel-metadata.json and {json.loads((d/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
-        r = pk.push_train_kernel(user=a.user, wait=a.wait, **kw) if a.train else pk.push_notebook(a.notebook, user=a.user, wait=a.wait, **kw)
+    train = dict(weights_ds=a.weights_ds, epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs, n_tta=a.n_tta) if a.train else {}
+    with user_input(): r = push_kernel(None if a.train else a.notebook, a.dry_run, a.user, a.wait, a.gpu, a.internet, a.title, a.slug, a.comp, 'lesson' if a.ensemble
+                                       else a.arch, a.submit, datasets=a.dataset, wheel_ds=a.wheel_ds, models=a.model, private=not a.public, **train)
+    if a.dry_run: return print(f"wrote {r}/kernel-metadata.json and {json.loads((r/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
     print(f"pushed {r['ref']} (version {r['version']}): {r['url']}\nnext: paddy_collab kernel-status {r['ref']} --wait 10800")
 
-def _dataset_opts(p, slug):
+def _dataset_opts(p, slug, **more):
     _opts(p, user=(None, 'owner (default: the signed-in user)'), slug=(slug, 'dataset slug'), public=(False, 'make a new dataset public'),
-          wait=(600., 'wait this long for Kaggle to process it (0: do not wait)', dict(metavar='SECS')))
+          wait=(600., 'wait this long for Kaggle to process it (0: do not wait)', dict(metavar='SECS')), **more)
+
+def _kaggle(call, show):
+    "The job that runs `r = call(a, paddy_collab.kaggle)` on user input, then `show(a, r)` (the module is imported only then)."
+    def job(a):
+        from paddy_collab import kaggle
+        with user_input(): r = call(a, kaggle)
+        show(a, r)
+    return job
+
+def _pushed(a, r): print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(r.get('wheels') or (d['file'] for d in r['weights'].values()))}\n{r['url']}")
 
 @command('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
          'paddy_collab push-wheels', force=False)
 def _push_wheels(p):
-    _dataset_opts(p, 'paddy-collab-wheels')
-    _opts(p, extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
-          find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')))
-    def job(a):
-        from paddy_collab.kaggle import push_wheel_dataset
-        with user_input(): r = push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait)
-        print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(r['wheels'])}\n{r['url']}")
-    return job
+    _dataset_opts(p, 'paddy-collab-wheels', extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
+                  find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')))
+    return _kaggle(lambda a, k: k.push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait), _pushed)
 
 @command('push-weights', 'push the cached pretrained weights of timm architectures as a dataset (for kernels without internet)',
          'paddy_collab push-weights convnext_small.fb_in22k', force=False)
 def _push_weights(p):
     p.add_argument('archs', nargs='+', metavar='ARCH', help='timm names whose weights this machine has cached')
     _dataset_opts(p, 'paddy-collab-weights')
-    def job(a):
-        from paddy_collab.kaggle import push_weights_dataset
-        with user_input(): r = push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait)
-        print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(d['file'] for d in r['weights'].values())}\n{r['url']}")
-    return job
+    return _kaggle(lambda a, k: k.push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait), _pushed)
 
 @command('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
          'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False)
 def _kernel_status(p):
     p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
     _opts(p, wait=(0., 'poll until it finishes, at most this long', dict(metavar='SECS')), poll=(30., 'seconds between two questions', dict(metavar='SECS')))
-    def job(a):
-        from paddy_collab.kaggle import kernel_status
-        with user_input(): print(f"{a.kernel}: {kernel_status(a.kernel, a.wait, a.poll)}")
-    return job
+    return _kaggle(lambda a, k: k.kernel_status(a.kernel, a.wait, a.poll), lambda a, r: print(f"{a.kernel}: {r}"))
 
 @command('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
          'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output')
 def _kernel_output(p):
     p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
     _opts(p, out=('kernel-output', 'folder to write (it appears whole)'))
-    def job(a):
-        from paddy_collab.kaggle import kernel_output
-        with atomic_dir(a.out, a.force) as tmp, user_input(): r = kernel_output(a.kernel, tmp)
-        for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
-        if r['submission'] is None: print(f"(no submission.csv: see the log {Path(a.out)/r['log'].name if r['log'] else ''})")
-    return job
+    return _kernel_output_job
+
+def _kernel_output_job(a):
+    from paddy_collab.kaggle import kernel_output
+    with atomic_dir(a.out, a.force) as tmp, user_input(): r = kernel_output(a.kernel, tmp)
+    for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
+    if r['submission'] is None: print(f"(no submission.csv: see the log {Path(a.out)/r['log'].name if r['log'] else ''})")
 
 # %% ../nbs/ref/06_cli.ipynb
 def demo_steps(out, # the demo's output folder

@@ -15,9 +15,9 @@ from fastai.tabular.model import TabularModel, emb_sz_rule
 from .core import *
 
 # %% auto 0
-__all__ = ['GENRES', 'movielens_titles', 'movielens_users', 'load_movielens', 'check_ratings', 'collab_names', 'collab_emb_szs',
-           'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating', 'reseed', 'UnknownNameError',
-           'collab_idx']
+__all__ = ['GENRES', 'movielens_titles', 'movielens_users', 'load_movielens', 'check_ratings', 'read_ratings', 'collab_names',
+           'collab_emb_szs', 'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating', 'reseed',
+           'UnknownNameError', 'collab_idx']
 
 # %% ../nbs/ref/07_collab_data.ipynb
 GENRES = ['unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
@@ -87,6 +87,29 @@ def check_ratings(df:pd.DataFrame, # one row per rating
         if len(out): raise ValueError(f"{len(out)} rating(s) in {source}[{rating_name!r}] are outside y_range={tuple(y_range)} "
                                       f"(min {r.min()}, max {r.max()}; e.g. {out.iloc[0]!r} at index {out.index[0]!r}); widen y_range")
     return df
+
+# %% ../nbs/ref/07_collab_data.ipynb
+def read_ratings(fname=None, # a ratings CSV, one row per rating; None: MovieLens 100k (`load_movielens`)
+                 sep:str=',', # the CSV's field separator
+                 user_name:str='user', item_name:str='title', rating_name:str='rating', # its columns
+                 y_range:tuple|None=(0, 5.5), # every rating must be in it (`check_ratings`)
+                 stars:bool=False, # the ratings must be whole stars 1 to 5 (the 5-class model)
+                )->tuple: # (ratings `DataFrame`, where they came from: 'movielens-100k' or the CSV's absolute path)
+    "The ratings in `fname` (default MovieLens 100k), checked with `check_ratings`, and where they came from."
+    if fname is None: df, src = load_movielens(), 'movielens-100k'
+    else:
+        f = Path(fname)
+        if not f.is_file(): raise FileNotFoundError(f"ratings file {f} not found")
+        try: df = pd.read_csv(f, sep=sep)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise ValueError(f"{f} is not a readable CSV ({' '.join(str(e).split())}); expected one row per rating with columns "
+                             f"{user_name}, {item_name}, {rating_name} (see --sep and the --*-col options)") from None
+        src = str(f.resolve())
+    check_ratings(df, user_name, item_name, rating_name, y_range and tuple(y_range), source=fname or 'MovieLens 100k')
+    if stars and not df[rating_name].isin([1, 2, 3, 4, 5]).all():
+        bad = sorted(set(df[rating_name].unique()) - {1, 2, 3, 4, 5})
+        raise ValueError(f"--model ce predicts whole stars 1 to 5 as five classes, but {rating_name} also holds {bad[:5]}: use another --model")
+    return df, src
 
 # %% ../nbs/ref/07_collab_data.ipynb
 def collab_names(dls)->tuple: # (user column, item column)

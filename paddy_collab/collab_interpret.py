@@ -12,7 +12,8 @@ from .collab_data import *
 from .collab_data import _classes
 
 # %% auto 0
-__all__ = ['top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend']
+__all__ = ['top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend', 'save_collab',
+           'load_collab', 'train_collab']
 
 # %% ../nbs/08_collab_interpret.ipynb
 def _stats(ratings, col, rating_name='rating'):
@@ -120,3 +121,59 @@ def recommend(learn, # a collab `Learner`
     "The `n` items with the highest predicted rating for `user` among those `user` has not rated."
     col,df = _scores(learn, learn.model, collab_idx(learn, user, 'user'), _rated(learn, user, ratings))
     return df.sort_values('pred', ascending=False, kind='stable').head(n).reset_index(drop=True)
+
+# %% ../nbs/08_collab_interpret.ipynb
+from .core import write_manifest, read_manifest
+
+def _savefig(fig, path):
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=80, bbox_inches='tight'); plt.close('all')
+
+def save_collab(learn, # a trained collab `Learner`
+                df:pd.DataFrame, # its ratings
+                folder, # an existing folder to save into
+                rating_name:str='rating', # the ratings' column
+                kind:str='', # the model's name (`collab_kinds`), for the PCA title and the manifest
+                **info, # more for the manifest (`write_manifest`)
+               )->dict: # the files saved: {'model': 'model.pkl', 'loss': 'loss.png', 'pca': 'pca.png'[, 'biases': 'biases.png']}
+    "Save `learn` in `folder` with its loss curve, the PCA map of its item factors, its item biases (if any) and a manifest."
+    folder, files = Path(folder), dict(model='model.pkl', loss='loss.png', pca='pca.png')
+    learn.recorder.plot_loss(skip_start=0); _savefig(plt.gcf(), folder/'loss.png')
+    ax = plot_factor_pca(learn, df.rename(columns={rating_name: 'rating'}), n=1000, n_show=50, figsize=(10, 10))
+    ax.set_title(f'{kind}: item factors, first principal components (50 most-rated items)'); _savefig(ax.figure, folder/'pca.png')
+    if collab_weights(learn.model)['item_b'] is not None:
+        _savefig(plot_biases(learn, 10, ratings=df, rating_name=rating_name).figure, folder/'biases.png'); files['biases'] = 'biases.png'
+    learn.export(folder/'model.pkl')
+    write_manifest(folder, 'train-collab', 'collab-model', model=kind, **info, files=files)
+    return files
+
+def load_collab(folder, # a folder written by `save_collab`
+               )->tuple: # (`Learner` on the CPU, its ratings `DataFrame`, the manifest)
+    "The learner, ratings and manifest of a folder saved by `save_collab`."
+    from fastai.learner import load_learner
+    m = read_manifest(folder, 'collab-model', 'recommend')
+    learn = load_learner(Path(folder)/m['files']['model'], cpu=True)
+    if m['ratings'] == 'movielens-100k': return learn, load_movielens(), m
+    if not Path(m['ratings']).is_file(): raise FileNotFoundError(f"{m['ratings']}, the ratings {folder} was trained on, is gone; recommend needs it to skip rated items")
+    return learn, pd.read_csv(m['ratings'], sep=m.get('sep', ',')), m
+
+# %% ../nbs/08_collab_interpret.ipynb
+def train_collab(df:pd.DataFrame, # the ratings (`read_ratings`)
+                 folder, # an existing folder to save the model and plots in (`save_collab`)
+                 kind:str='bias', # one of `collab_kinds`
+                 fast:bool=True, # `fastcollab`'s tensor DataLoaders and `LeanLearner` (the same split and model, less overhead); False: fastai's
+                 epochs:int=5, lr:float=5e-3, wd:float=0.1, seed:int=42, bs:int=64, n_factors:int=50, y_range=(0, 5.5), valid_pct:float=0.2, # as for `fit_movielens`
+                 user_name:str='user', item_name:str='title', rating_name:str='rating', # the ratings' columns
+                 **info, # more for the manifest
+                )->dict: # learn, valid_mse, train_secs, files (as `save_collab`)
+    "Train the lesson's model `kind` on `df` with `fit_movielens`, showing its losses, and save it in `folder` with its plots."
+    import time
+    from fastai.collab import CollabDataLoaders
+    from paddy_collab.collab import movielens_dls, fit_movielens
+    from paddy_collab.fastcollab import TensorCollabDataLoaders, LeanLearner
+    dls = movielens_dls(df, bs, seed, valid_pct, item_name, user_name, rating_name, TensorCollabDataLoaders if fast else CollabDataLoaders)
+    t0 = time.time()
+    learn = fit_movielens(kind, epochs, lr, wd, seed, bs, n_factors, tuple(y_range), dls=dls, cache=False, show=True, learner_cls=LeanLearner if fast else Learner)
+    secs, mse = time.time() - t0, float(learn.recorder.values[-1][2 if kind == 'ce' else 1])  # ce: valid loss is cross-entropy, then the MSE
+    files = save_collab(learn, df, folder, rating_name, kind, fast=fast, valid_mse=mse, train_secs=round(secs, 1), **info)
+    return dict(learn=learn, valid_mse=mse, train_secs=secs, files=files)

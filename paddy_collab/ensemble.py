@@ -17,9 +17,10 @@ from .hub import pretrained_kwargs
 from accelerate.utils import release_memory
 
 # %% auto 0
-__all__ = ['lesson_res', 'lesson_models', 'models', 'course_names', 'model_weights', 'ensemble_names', 'named_ensemble',
-           'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission', 'member_name',
-           'check_members', 'train_ensemble']
+__all__ = ['lesson_res', 'lesson_models', 'models', 'course_names', 'model_weights', 'ensemble_names', 'member_files',
+           'named_ensemble', 'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission',
+           'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member',
+           'load_members', 'predict_members']
 
 # %% ../nbs/05_ensemble.ipynb
 lesson_res = 640, 480
@@ -178,3 +179,90 @@ def train_ensemble(path, # the competition folder
             res.append(p)
             learn, = release_memory(learn)  # accelerate: drop it, collect, empty the GPU cache
     return res
+
+# %% ../nbs/05_ensemble.ipynb
+from .hub import pretrained_kwargs  # `check_members` needs it: `train`'s star import does not pass it on
+
+def plan_members(archs=None, # timm names, each trained once at `size`
+                 name:str|None=None, # or a named ensemble (`named_ensemble`)
+                 size=224, # final image size: an int, or (height, width)
+                 pretrained:bool=True, # check that their pretrained weights can be had, too
+                 out=None, # the folder the members will be saved in (`save_member`)
+                 overwrite:bool=False, # members already saved in `out` will be replaced
+                )->tuple: # ({arch: [(item transform, size), ...]}, member names)
+    "The members to train, checked before any training: their names and weights, and that `out` can take them."
+    members = named_ensemble(name, size) if name else {arch: [(None, size)] for arch in archs}
+    check_members(members, pretrained)
+    names = [member_name(arch, item, sz) for arch, details in members.items() for item, sz in details]
+    if out is None: return members, names
+    for d in (Path(out)/n for n in names):
+        if d.exists() and not overwrite: raise FileExistsError(f"{d} already exists; pass overwrite=True to replace it")
+    check_writable(Path(out)/'x')
+    return members, names
+
+member_files = dict(model='model.pkl', preds='preds.npz', loss='loss.png', confusion='confusion.png')  # what `save_member` writes
+
+def plot_confusion(learn, # a trained Paddy `Learner`, one head or several
+                   heads, # its heads' names (`PredSet.heads`)
+                   fname, # the PNG to write
+                  )->dict: # {head: validation error}
+    "fastai's confusion matrix of each head on the validation set, side by side in one PNG at `fname`."
+    import matplotlib.pyplot as plt
+    errs, panels = {}, []
+    for i, h in enumerate(heads):
+        interp = HeadInterpretation.from_learner(learn, head=i)
+        cm = interp.confusion_matrix()
+        errs[h] = float(1 - np.trace(cm)/max(cm.sum(), 1))
+        interp.plot_confusion_matrix(title=f'{h}: validation error {errs[h]:.1%}', figsize=(7, 7), dpi=80)
+        fig = plt.gcf(); fig.tight_layout(); fig.canvas.draw(); panels.append(np.asarray(fig.canvas.buffer_rgba())); plt.close('all')
+    plt.imsave(fname, np.concatenate(panels, axis=1))  # one panel per head, each fastai's own plot
+    return errs
+
+def save_member(folder, # the member's folder, which appears whole (`atomic_dir`)
+                preds:PredSet, learn, # what `train_ensemble` passes to `on_member`
+                overwrite:bool=False, # replace an existing `folder`
+                **info, # more for the manifest (`data`, `args`, ...)
+               )->dict: # {head: validation error}
+    "Save a trained member in `folder`: its learner, `preds`, loss curve, confusion matrices and manifest (the files of `member_files`)."
+    import matplotlib.pyplot as plt
+    from paddy_collab.distributed import main_or_scratch
+    m = preds.meta
+    with main_or_scratch(atomic_dir(folder, overwrite)) as tmp:
+        save_preds(preds, tmp/'preds.npz')
+        learn.recorder.plot_loss(skip_start=0); plt.gcf().savefig(tmp/'loss.png', dpi=80, bbox_inches='tight'); plt.close('all')
+        errs = plot_confusion(learn, preds.heads, tmp/'confusion.png')
+        learn.export(tmp/'model.pkl')
+        write_manifest(tmp, 'train-paddy', 'paddy-model', arch=m['arch'], item=m['item_tfms'], size=m['size'], heads=preds.heads, valid_error=errs,
+                       valid=m.get('valid'), train_secs=m['train_secs'], **info, files=member_files)
+    return errs
+
+# %% ../nbs/05_ensemble.ipynb
+def load_members(runs, # member folders saved by `save_member`, or folders holding them
+                )->list: # [(folder, manifest), ...]
+    "The member folders in `runs`, with their manifests."
+    res = []
+    for r in map(Path, runs):
+        if not r.exists(): raise FileNotFoundError(f"{r} does not exist")
+        if (r/MANIFEST).exists(): res.append((r, read_manifest(r, 'paddy-model', 'predict')))
+        elif r.is_dir():
+            subs = sorted(s for s in r.iterdir() if (s/MANIFEST).exists())
+            if not subs: raise UsageError(f"{r} holds no model saved by `paddy_collab train-paddy`")
+            res += [(s, read_manifest(s, 'paddy-model', 'predict')) for s in subs]
+        else: raise UsageError(f"{r} is not a folder saved by `paddy_collab train-paddy`")
+    return res
+
+def predict_members(runs, # member folders (`save_member`), or folders holding them
+                    path, # the competition folder: its `sample_submission.csv` gives the order
+                    fname='submission.csv', # the submission to write
+                    weights=None, # one per member, or {arch: weight}; default `model_weights`
+                    head:str='disease', # the head whose labels are written
+                    overwrite:bool=False, # replace an existing `fname`
+                   )->dict: # fname; members: [(folder, weight, validation errors)]; sub: the submission; test_error (None without solution.csv); chance
+    "Average the saved predictions of the members in `runs` into the submission `fname`, scored if `path` has a `solution.csv`."
+    ms = load_members(runs)
+    ens = ensemble([load_preds(f/m['files']['preds']) for f, m in ms], weights or model_weights)
+    out = write_submission(ens, path, fname, head=head, overwrite=overwrite)
+    sub, sol, err = pd.read_csv(out), Path(path)/'solution.csv', None
+    if sol.exists(): err = float((sub.set_index('image_id').label != pd.read_csv(sol).set_index('image_id').label.reindex(sub.image_id)).mean())
+    return dict(fname=out, members=[(f, w, m.get('valid_error')) for (f, m), w in zip(ms, ens.meta['weights'])], sub=sub, test_error=err,
+                chance=1 - 1/len(ens.vocabs[ens.heads.index(head)]))

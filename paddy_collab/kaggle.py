@@ -18,7 +18,7 @@ __all__ = ['kaggle_timeout', 'kaggle_retries', 'kaggle_429_retries', 'kaggle_429
            'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path', 'kernel_slug', 'nb_title', 'clean_nb',
            'install_cell', 'kernel_files', 'wait_dataset', 'push_notebook', 'project_root', 'build_wheel',
            'wheel_files', 'push_wheel_dataset', 'weights_files', 'push_weights_dataset', 'kernel_weights',
-           'train_notebook', 'train_kernel_files', 'push_train_kernel', 'check_submission', 'submit',
+           'train_notebook', 'train_kernel_files', 'push_train_kernel', 'push_kernel', 'check_submission', 'submit',
            'submission_score', 'kernel_output', 'kernel_status', 'iskaggle']
 
 # %% ../nbs/ref/04_kaggle.ipynb
@@ -735,6 +735,25 @@ def push_train_kernel(user:str|None=None, # Kaggle user who will own the kernel;
         for ds in json.loads((d/'kernel-metadata.json').read_text())['dataset_sources']:
             if wait and ds.split('/')[0] == user: wait_dataset(ds, wait, api=api)
         return _push_dir(api, d, 'the competition kernel')
+
+# %% ../nbs/ref/04_kaggle.ipynb
+def push_kernel(nb=None, # a project notebook to push; None: the competition kernel (`train_kernel_files`)
+                dry_run=None, # a folder: write the kernel's files there instead of pushing
+                user:str|None=None, wait:float=600., # as for `push_notebook`
+                gpu:bool|None=None, internet:bool|None=None, # default: GPU and no internet for the competition kernel, the opposite for a notebook
+                title:str|None=None, slug:str|None=None, comp:str|None=paddy_comp, # a notebook's; the competition kernel's slug comes from its title
+                archs=None, # the competition kernel's architectures, or 'lesson'; default ['convnext_small.fb_in22k']
+                submit:str|None=None, # the competition kernel submits its CSV with this message
+                **kwargs, # the rest of `kernel_files` (datasets, wheel_ds, models, private) or `train_kernel_files` (weights_ds, epochs, size, ...)
+               ): # the pushed kernel's `ref`, `url` and `version`, or with `dry_run` the folder written
+    "Push `nb`, or the competition kernel, with the defaults that suit it; with `dry_run` only write its files."
+    if nb is None:
+        if slug: raise ValueError("--slug: the competition kernel's slug comes from --title")
+        kwargs.update(gpu=gpu is not False, internet=bool(internet), title=title or 'Paddy Doctor ensemble', archs=archs or ['convnext_small.fb_in22k'],
+                      submit=bool(submit), message=submit or 'paddy_collab kernel')
+        return train_kernel_files(dry_run, user or 'your-kaggle-user', **kwargs) if dry_run else push_train_kernel(user=user, wait=wait, **kwargs)
+    kwargs.update(gpu=bool(gpu), internet=internet is not False, slug=slug, title=title, comp=comp or None)
+    return kernel_files(nb, dry_run, user or 'your-kaggle-user', **kwargs) if dry_run else push_notebook(nb, user=user, wait=wait, **kwargs)
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def check_submission(csv, # the submission CSV

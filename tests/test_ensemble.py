@@ -164,3 +164,14 @@ def test_named_ensembles():
     assert [member_name('test_resnet', i, s) for i, s in tiny] == ['test_resnet-Resize69_69squish-32', 'test_resnet-Resize69_69crop-32']
     assert member_name('resnet18', None, (64, 48)) == 'resnet18-default-64x48'
     with pytest.raises(UsageError, match="no ensemble 'big'"): named_ensemble('big')
+
+def test_plan_and_load_members(tmp_path):
+    "`plan_members` checks names and free folders before training; `load_members` says what is wrong with a folder given to `predict`."
+    from paddy_collab.core import UsageError
+    members, names = E.plan_members(['test_resnet'], size=32, pretrained=False, out=tmp_path)
+    assert list(members) == ['test_resnet'] and names == [E.member_name('test_resnet', None, 32)]
+    (tmp_path/names[0]).mkdir()
+    with pytest.raises(FileExistsError, match='overwrite=True'): E.plan_members(['test_resnet'], size=32, pretrained=False, out=tmp_path)
+    assert E.plan_members(['test_resnet'], size=32, pretrained=False, out=tmp_path, overwrite=True)[1] == names
+    with pytest.raises(UsageError, match='holds no model saved by'): E.load_members([tmp_path])
+    with pytest.raises(FileNotFoundError, match='does not exist'): E.load_members([tmp_path/'none'])
