@@ -181,8 +181,6 @@ def train_ensemble(path, # the competition folder
     return res
 
 # %% ../nbs/05_ensemble.ipynb
-from .hub import pretrained_kwargs  # `check_members` needs it: `train`'s star import does not pass it on
-
 def plan_members(archs=None, # timm names, each trained once at `size`
                  name:str|None=None, # or a named ensemble (`named_ensemble`)
                  size=224, # final image size: an int, or (height, width)
