@@ -146,14 +146,15 @@ def fit_movielens(kind:str='fastai', # one of `collab_kinds`
     reseed(dls, seed)
     learn = collab_model_learner(kind, dls, n_factors, y_range, learner_cls)
     if key in _fit_cache:
-        sd,values = _fit_cache[key]
+        sd,hist = _fit_cache[key]
         learn.model.load_state_dict(sd)
-        learn.recorder.values = deepcopy(values)
+        for k,v in hist.items(): setattr(learn.recorder, k, deepcopy(v))  # the whole history: `values`, and `losses` etc. for `plot_loss`
         return learn
     if show: learn.fit_one_cycle(n_epoch, lr, wd=wd)
     else:
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(n_epoch, lr, wd=wd)
-    if key is not None: _fit_cache[key] = ({k:v.detach().clone() for k,v in learn.model.state_dict().items()}, deepcopy(learn.recorder.values))
+    if key is not None: _fit_cache[key] = ({k:v.detach().clone() for k,v in learn.model.state_dict().items()},
+                                           {k:deepcopy(getattr(learn.recorder, k)) for k in ('lrs', 'iters', 'losses', 'values', 'metric_names')})
     return learn
 
 # %% ../nbs/07_collab.ipynb

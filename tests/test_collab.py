@@ -134,3 +134,10 @@ def test_export_reload(small, tmp_path, ratings):
     l.export(tmp_path/'ce.pkl')
     l2 = load_learner(tmp_path/'ce.pkl')
     assert list(recommend(l2, 1, ratings, n=5).title) == list(recommend(l, 1, ratings, n=5).title)
+
+def test_cached_fit_keeps_the_whole_history():
+    "A second identical `fit_movielens` comes from the process cache with its whole recorder history, so `plot_loss` works on it (it once had only `values`)."
+    a = fit_movielens('dot', n_epoch=1, bs=1024)
+    b = fit_movielens('dot', n_epoch=1, bs=1024)
+    assert b is not a and len(b.recorder.losses) == len(a.recorder.losses) > 0 and b.recorder.values == a.recorder.values
+    b.recorder.plot_loss()
