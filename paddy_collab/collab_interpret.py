@@ -123,11 +123,7 @@ def recommend(learn, # a collab `Learner`
     return df.sort_values('pred', ascending=False, kind='stable').head(n).reset_index(drop=True)
 
 # %% ../nbs/08_collab_interpret.ipynb
-from .core import write_manifest, read_manifest
-
-def _savefig(fig, path):
-    import matplotlib.pyplot as plt
-    fig.savefig(path, dpi=80, bbox_inches='tight'); plt.close('all')
+from .core import write_manifest, read_manifest, save_fig
 
 def save_collab(learn, # a trained collab `Learner`
                 df:pd.DataFrame, # its ratings
@@ -138,11 +134,11 @@ def save_collab(learn, # a trained collab `Learner`
                )->dict: # the files saved: {'model': 'model.pkl', 'loss': 'loss.png', 'pca': 'pca.png'[, 'biases': 'biases.png']}
     "Save `learn` in `folder` with its loss curve, the PCA map of its item factors, its item biases (if any) and a manifest."
     folder, files = Path(folder), dict(model='model.pkl', loss='loss.png', pca='pca.png')
-    learn.recorder.plot_loss(skip_start=0); _savefig(plt.gcf(), folder/'loss.png')
+    learn.recorder.plot_loss(skip_start=0); save_fig(plt.gcf(), folder/'loss.png')
     ax = plot_factor_pca(learn, df.rename(columns={rating_name: 'rating'}), n=1000, n_show=50, figsize=(10, 10))
-    ax.set_title(f'{kind}: item factors, first principal components (50 most-rated items)'); _savefig(ax.figure, folder/'pca.png')
+    ax.set_title(f'{kind}: item factors, first principal components (50 most-rated items)'); save_fig(ax.figure, folder/'pca.png')
     if collab_weights(learn.model)['item_b'] is not None:
-        _savefig(plot_biases(learn, 10, ratings=df, rating_name=rating_name).figure, folder/'biases.png'); files['biases'] = 'biases.png'
+        save_fig(plot_biases(learn, 10, ratings=df, rating_name=rating_name).figure, folder/'biases.png'); files['biases'] = 'biases.png'
     learn.export(folder/'model.pkl')
     write_manifest(folder, 'train-collab', 'collab-model', model=kind, **info, files=files)
     return files

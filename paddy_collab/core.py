@@ -12,7 +12,7 @@ from . import __version__
 
 # %% auto 0
 __all__ = ['MANIFEST', 'can_reach', 'UsageError', 'check_writable', 'atomic_path', 'atomic_write', 'atomic_dir', 'write_manifest',
-           'read_manifest', 'check_columns', 'few', 'fastai_data_path', 'find_ml100k_src', 'install_ml100k',
+           'read_manifest', 'check_columns', 'few', 'save_fig', 'fastai_data_path', 'find_ml100k_src', 'install_ml100k',
            'ml100k_path']
 
 # %% ../nbs/ref/00_core.ipynb
@@ -150,6 +150,13 @@ def few(xs, # the values an error message is about
     "The first `n` of `xs` and how many more, for error messages: `['a', 'b'] and 3 more`."
     xs = [str(x) for x in xs]
     return str(xs[:n]) + (f" and {len(xs)-n} more" if len(xs) > n else "")
+
+def save_fig(fig, # a matplotlib figure (`plt.gcf()`, `ax.figure`)
+             path, # the PNG to write
+            ):
+    "Save `fig` as a PNG at `path` (80 dpi, tight) and close every open figure, so saving plot after plot keeps no memory."
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=80, bbox_inches='tight'); plt.close('all')
 
 # %% ../nbs/ref/00_core.ipynb
 def fastai_data_path()->Path:

@@ -227,7 +227,7 @@ def save_member(folder, # the member's folder, which appears whole (`atomic_dir`
     m = preds.meta
     with main_or_scratch(atomic_dir(folder, overwrite)) as tmp:
         save_preds(preds, tmp/'preds.npz')
-        learn.recorder.plot_loss(skip_start=0); plt.gcf().savefig(tmp/'loss.png', dpi=80, bbox_inches='tight'); plt.close('all')
+        learn.recorder.plot_loss(skip_start=0); save_fig(plt.gcf(), tmp/'loss.png')
         errs = plot_confusion(learn, preds.heads, tmp/'confusion.png')
         learn.export(tmp/'model.pkl')
         write_manifest(tmp, 'train-paddy', 'paddy-model', arch=m['arch'], item=m['item_tfms'], size=m['size'], heads=preds.heads, valid_error=errs,
