@@ -4,86 +4,20 @@
 
 # %% ../nbs/ref/06_cli.ipynb 2
 from __future__ import annotations
-import argparse, contextlib, json, os, sys, time, warnings
+import argparse, builtins, contextlib, json, os, shlex, sys, time, warnings
 from functools import partial
 from pathlib import Path
 from . import __version__
 from .core import *
+from .script import *
 
 # %% auto 0
-__all__ = ['collab_models', 'user_input', 'error_line', 'command', 'build_parser', 'main', 'demo_steps']
+__all__ = ['commands', 'collab_models', 'main', 'demo_steps']
 
 # %% ../nbs/ref/06_cli.ipynb
-_user_errors = (UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 _cli_words = {'overwrite=True': '--force', 'pretrained=False': '--no-pretrained'}  # the library's parameters -> the options that set them
 
-@contextlib.contextmanager
-def user_input():
-    "Inside the block, where the library checks what the user gave, its `ValueError`, `LookupError`, `TypeError` or `RuntimeError` (`KaggleError`) is a `UsageError`."
-    try: yield
-    except (ValueError, LookupError, TypeError, RuntimeError) as e: raise UsageError(error_line(e)) from e
-
-def error_line(e:BaseException)->str:
-    "The one-line message for `e` (a `KeyError`'s own message, not its repr), in the command line's words."
-    msg = e.args[0] if len(e.args)==1 and isinstance(e.args[0], str) else str(e)
-    if isinstance(e, OSError) and e.filename and e.strerror: msg = f"{e.filename}: {e.strerror}"
-    msg = ' '.join(str(msg).split()) or type(e).__name__
-    for k, v in _cli_words.items(): msg = msg.replace(k, v)
-    return msg
-
 # %% ../nbs/ref/06_cli.ipynb
-class _Parser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose usage errors are one line on stderr, status 2."
-    def error(self, message): sys.stderr.write(f"paddy_collab: error: {message} (see `{self.prog} --help`)\n"); sys.exit(2)
-
-class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter): pass
-
-def _opts(p, **opts):
-    "Add `--name` options to `p` from `name=(default, help)` or `name=(default, help, {more add_argument keywords})`; a default's type is the option's."
-    for name, (default, help, *kw) in opts.items():
-        kw = kw[0] if kw else {}
-        if isinstance(default, bool): kw.setdefault('action', argparse.BooleanOptionalAction if default else 'store_true')
-        elif isinstance(default, (int, float)): kw.setdefault('type', type(default))
-        p.add_argument('--' + name.replace('_', '-'), default=default, help=help, **kw)
-
-def _pos(s)->int:
-    if (n := int(s)) < 1: raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-def _accum(s): return s if s == 'auto' else _pos(s)
-
-# %% ../nbs/ref/06_cli.ipynb
-_commands = {}
-
-def command(name:str, # the subcommand, as typed
-            help:str, # one line for `paddy_collab --help`
-            example:str, # shown under the command's own `--help`
-            force:bool=True, # the command writes outputs, so it takes `--force`
-            **defaults): # the command's own defaults of common options (`threads=1`)
-    "Register the decorated `opts(parser)`; it adds the command's options and returns the job, a function of the parsed arguments."
-    def _f(opts): _commands[name] = dict(help=help, example=example, opts=opts, force=force, defaults=defaults); return opts
-    return _f
-
-def _common(force=True):
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group('common options')
-    _opts(g, **({'force': (False, 'replace outputs that already exist (otherwise an existing output is an error)')} if force else {}),
-          quiet=(False, 'no progress bars, one line per epoch instead (the default when the output is not a terminal)'),
-          traceback=(False, 'show the full traceback of errors (for bug reports)'),
-          threads=(None, 'CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)', dict(type=int)))
-    return p
-
-def build_parser()->argparse.ArgumentParser:
-    "The `paddy_collab` parser, one subparser per registered command."
-    p = _Parser(prog='paddy_collab', formatter_class=_Fmt, epilog='Run `paddy_collab COMMAND --help` for the options of a command.',
-                description='fastai lesson 7 from the terminal: Paddy Doctor ensembles and collaborative filtering on MovieLens.')
-    p.add_argument('--version', action='version', version=f'paddy_collab {__version__}')
-    sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True, parser_class=_Parser)
-    for name, c in _commands.items():
-        sp = sub.add_parser(name, help=c['help'], description=c['help'], formatter_class=_Fmt, epilog=f"example:\n  {c['example']}", parents=[_common(c['force'])])
-        sp.set_defaults(job=c['opts'](sp), **c['defaults'])
-    return p
-
 @contextlib.contextmanager
 def _settings(a):
     "Run a job with `a`'s torch threads and progress display, then put both back (`demo` runs the jobs in one process)."
@@ -98,59 +32,53 @@ def _settings(a):
         fp.NO_BAR = no_bar
         if n: torch.set_num_threads(n)
 
+def _run(job, a):
+    "Run `job` with `a`'s settings; under `accelerate launch` (`WORLD_SIZE` > 1) data-parallel, the main process writing (`distrib_run`)."
+    warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
+    with _settings(a):
+        if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return job(a)
+        from paddy_collab.distributed import distrib_run
+        distrib_run(job, a)
+
+commands = Commands('paddy_collab', 'fastai lesson 7 from the terminal: Paddy Doctor ensembles and collaborative filtering on MovieLens.', __version__,
+    common=dict(quiet=(False, 'no progress bars, one line per epoch instead (the default when the output is not a terminal)'),
+                threads=(None, 'CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)', dict(type=int))),
+    words=_cli_words, run=_run)
+
 def main(args:list|None=None)->int: # the exit status: 0 done, 2 user error, 130 interrupted
     "Run `paddy_collab` with `args` (default `sys.argv[1:]`): parse, run the job, turn user errors into one line on stderr."
-    a = build_parser().parse_args(args)
-    warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
-    try:
-        with _settings(a):
-            if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # under `accelerate launch`: data-parallel, main process writes
-                from paddy_collab.distributed import distrib_run
-                distrib_run(a.job, a)
-            else: a.job(a)
-        return 0
-    except KeyboardInterrupt:
-        if a.traceback: raise
-        print('paddy_collab: interrupted; unfinished outputs were removed', file=sys.stderr); return 130
-    except _user_errors as e:
-        if a.traceback: raise
-        print(f'paddy_collab: error: {error_line(e)}', file=sys.stderr); return 2
+    return commands.main(args)
 
-def _args(a)->dict: return {k: v for k, v in vars(a).items() if k != 'job'}
+def _args(a)->dict: return {k: v for k, v in vars(a).items() if k != 'job'}  # the arguments, for a manifest
+def _accum(s): return s if s == 'auto' else positive_int(s)
 
 # %% ../nbs/ref/06_cli.ipynb
-@command('synth', 'write the synthetic Paddy Doctor set (Kaggle\'s layout: train_images/, test_images/, train.csv, sample_submission.csv)',
-         'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30')
-def _synth(p):
-    p.add_argument('path', help='the folder to create')
-    _opts(p, n_per_class=(20, 'training images per disease (there are 10 diseases)'), n_test=(30, 'test images'),
-          size=([480, 640], 'image width and height in pixels (the real photos are 480 640)', dict(type=int, nargs=2, metavar=('W', 'H'))),
-          seed=(0, 'the same seed writes the same images'), solution=(False, 'also write solution.csv with the test labels (not part of Kaggle\'s layout)'))
-    def job(a):
-        from paddy_collab.synth import synth_paddy
-        with atomic_dir(a.path, a.force) as tmp, user_input():
-            synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
-        print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
-    return job
+@commands.add('synth', 'write the synthetic Paddy Doctor set (Kaggle\'s layout: train_images/, test_images/, train.csv, sample_submission.csv)',
+              'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30',
+              path=arg('the folder to create'), n_per_class=(20, 'training images per disease (there are 10 diseases)'), n_test=(30, 'test images'),
+              size=([480, 640], 'image width and height in pixels (the real photos are 480 640)', dict(type=int, nargs=2, metavar=('W', 'H'))),
+              seed=(0, 'the same seed writes the same images'), solution=(False, 'also write solution.csv with the test labels (not part of Kaggle\'s layout)'))
+def _synth(a):
+    from paddy_collab.synth import synth_paddy
+    with atomic_dir(a.path, a.force) as tmp, user_input():
+        synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
+    print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
 
 # %% ../nbs/ref/06_cli.ipynb
 collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.collab_kinds`, here so that `--help` needs no fastai import
 
-@command('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
-         'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab', threads=1)
-def _train_collab(p):
-    _opts(p, ratings=(None, 'a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)', dict(metavar='CSV')), sep=(',', 'field separator of the CSV'),
-          user_col=('user', 'column of user ids'), item_col=('title', 'column of items (MovieLens: title)'), rating_col=('rating', 'column of ratings (numbers)'),
-          model=('bias', "dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
-                 "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy",
-                 dict(choices=collab_models)),
-          fast=(True, 'tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders'),
-          n_factors=(50, 'latent factors per user and item (dot, bias, fastai)'), epochs=(5, 'epochs of fit_one_cycle', dict(type=_pos)), lr=(5e-3, 'maximum learning rate'),
-          wd=(0.1, 'weight decay'), bs=(64, 'batch size'), valid_pct=(0.2, 'share of ratings held out for validation'), seed=(42, 'seed of the split and of the initial weights'),
-          y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))), out=('outputs/collab', 'folder to save the model and plots in'))
-    return _train_collab_job
-
-def _train_collab_job(a):
+@commands.add('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
+              'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab', defaults=dict(threads=1),
+              ratings=(None, 'a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)', dict(metavar='CSV')), sep=(',', 'field separator of the CSV'),
+              user_col=('user', 'column of user ids'), item_col=('title', 'column of items (MovieLens: title)'), rating_col=('rating', 'column of ratings (numbers)'),
+              model=('bias', "dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
+                     "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy",
+                     dict(choices=collab_models)),
+              fast=(True, 'tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders'),
+              n_factors=(50, 'latent factors per user and item (dot, bias, fastai)'), epochs=(5, 'epochs of fit_one_cycle', dict(type=positive_int)), lr=(5e-3, 'maximum learning rate'),
+              wd=(0.1, 'weight decay'), bs=(64, 'batch size'), valid_pct=(0.2, 'share of ratings held out for validation'), seed=(42, 'seed of the split and of the initial weights'),
+              y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))), out=('outputs/collab', 'folder to save the model and plots in'))
+def _train_collab(a):
     from paddy_collab.collab_data import read_ratings
     from paddy_collab.collab_interpret import train_collab
     from paddy_collab.distributed import main_or_scratch
@@ -163,37 +91,33 @@ def _train_collab_job(a):
     for f in list(r['files'].values())[1:]: print(f"wrote {Path(a.out)/f}")
 
 # %% ../nbs/ref/06_cli.ipynb
-@command('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
-         'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False)
-def _recommend(p):
-    p.add_argument('model', help='a folder saved by `paddy_collab train-collab`')
-    p.add_argument('--user', action='append', default=[], help='a user id: print the items they would rate highest among those they have not rated (repeatable)')
-    p.add_argument('--like', action='append', default=[], metavar='ITEM', help='an item (a title for MovieLens): print the items whose factors are nearest (repeatable)')
-    p.add_argument('-n', type=int, default=10, help='how many items to print for each')
-    def job(a):
-        if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
-        read_manifest(a.model, 'collab-model', 'recommend')  # before the slow imports
-        import pandas as pd
-        from paddy_collab.collab_interpret import recommend, nearest_items, load_collab
-        learn, df, m = load_collab(a.model)
-        with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
-            for u in a.user:
-                with user_input(): r = recommend(learn, u, df, a.n)
-                print(f"\ntop {a.n} for user {u} (predicted rating, among the items they have not rated):")
-                print(r.to_string(index=False, float_format='%.2f') if len(r) else f"(none: user {u} has rated every item)")
-            for t in a.like:
-                with user_input(): r = nearest_items(learn, t, a.n)
-                print(f"\nnearest to {t!r} (cosine similarity of the item factors):")
-                print(r.to_string(index=False, float_format='%.3f'))
-    return job
+@commands.add('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
+              'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False,
+              model=arg('a folder saved by `paddy_collab train-collab`'),
+              user=([], 'a user id: print the items they would rate highest among those they have not rated (repeatable)', dict(action='append', type=str)),
+              like=([], 'an item (a title for MovieLens): print the items whose factors are nearest (repeatable)', dict(action='append', metavar='ITEM')),
+              n=(10, 'how many items to print for each'))
+def _recommend(a):
+    if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
+    read_manifest(a.model, 'collab-model', 'recommend')  # before the slow imports
+    import pandas as pd
+    from paddy_collab.collab_interpret import recommend, nearest_items, load_collab
+    learn, df, m = load_collab(a.model)
+    with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
+        for u in a.user:
+            with user_input(): r = recommend(learn, u, df, a.n)
+            print(f"\ntop {a.n} for user {u} (predicted rating, among the items they have not rated):")
+            print(r.to_string(index=False, float_format='%.2f') if len(r) else f"(none: user {u} has rated every item)")
+        for t in a.like:
+            with user_input(): r = nearest_items(learn, t, a.n)
+            print(f"\nnearest to {t!r} (cosine similarity of the item factors):")
+            print(r.to_string(index=False, float_format='%.3f'))
 
 # %% ../nbs/ref/06_cli.ipynb
 def _data(a)->Path:
     "The competition folder: `--data`, else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
-    if a.data: data = Path(a.data)
-    else:
-        from paddy_collab.kaggle import paddy_path
-        data = paddy_path()
+    from paddy_collab.kaggle import paddy_path
+    data = Path(a.data) if a.data else paddy_path()
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
     return data
 
@@ -204,25 +128,21 @@ def _save_member(a, data, name, preds, learn):
     print(f"{preds.meta['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({preds.meta['train_secs']:.0f}s)")
     for f in member_files.values(): print(f"wrote {Path(a.out)/name/f}")
 
-@command('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
-         'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
-def _train_paddy(p):
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('--arch', action='append', help='a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)')
-    g.add_argument('--ensemble', help='a named ensemble (`ensemble.named_ensemble`): lesson (the course\'s four large models, two shapes each; '
-                   'ignores --size), small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')
-    _opts(p, data=(None, 'the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`'),
-          size=([224], 'final image size: one number, or height and width', dict(type=int, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=_pos)),
-          accum=('1', 'batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', dict(type=_accum)),
-          bs=(64, 'effective batch size: images per optimizer step'), lr=(0.01, 'learning rate'), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
-          pretrained=(True, 'start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights'),
-          finetune=(True, 'fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers'),
-          n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)'), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
-          precision=('auto', 'auto: fp16 mixed precision on CUDA, fp32 on CPU', dict(choices=['auto', 'fp32', 'fp16', 'bf16'])),
-          seed=(42, 'seed of the train/valid split (the same for every member) and of training'))
-    return _train_paddy_job
-
-def _train_paddy_job(a):
+@commands.add('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
+              'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy',
+              members=group(None, required=True, arch=(None, 'a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)', dict(action='append')),
+                            ensemble=(None, 'a named ensemble (`ensemble.named_ensemble`): lesson (the course\'s four large models, two shapes each; ignores --size), '
+                                      'small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')),
+              data=(None, 'the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`'),
+              size=([224], 'final image size: one number, or height and width', dict(type=int, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=positive_int)),
+              accum=('1', 'batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', dict(type=_accum)),
+              bs=(64, 'effective batch size: images per optimizer step'), lr=(0.01, 'learning rate'), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
+              pretrained=(True, 'start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights'),
+              finetune=(True, 'fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers'),
+              n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)'), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
+              precision=('auto', 'auto: fp16 mixed precision on CUDA, fp32 on CPU', dict(choices=['auto', 'fp32', 'fp16', 'bf16'])),
+              seed=(42, 'seed of the train/valid split (the same for every member) and of training'))
+def _train_paddy(a):
     if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
     from paddy_collab.ensemble import plan_members, train_ensemble
     data, size = _data(a), a.size[0] if len(a.size) == 1 else tuple(a.size)
@@ -232,6 +152,13 @@ def _train_paddy_job(a):
                    pretrained=a.pretrained, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision)
 
 # %% ../nbs/ref/06_cli.ipynb
+_predict_opts = dict(runs=arg('folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)', nargs='+', metavar='MODEL'),
+    data=(None, 'the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`'),
+    weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=float, nargs='+')),
+    head=('disease', 'which head\'s labels to write (disease; variety for a multi-target model)'), out=('submission.csv', 'the submission CSV to write'))
+
+@commands.add('predict', 'average saved prediction sets with weights into a submission CSV',
+              'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv', **_predict_opts)
 def _predict(a)->Path:
     "`ensemble.predict_members` of `a.runs` into the submission `a.out`; return its path."
     from paddy_collab.ensemble import predict_members
@@ -242,27 +169,10 @@ def _predict(a)->Path:
     if r['test_error'] is not None: print(f"test error against {data/'solution.csv'}: {r['test_error']:.1%} (chance: {r['chance']:.0%})")
     return r['fname']
 
-def _predict_opts(p):
-    p.add_argument('runs', nargs='+', metavar='MODEL', help='folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)')
-    _opts(p, data=(None, 'the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`'),
-          weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=float, nargs='+')),
-          head=('disease', 'which head\'s labels to write (disease; variety for a multi-target model)'), out=('submission.csv', 'the submission CSV to write'))
-
-@command('predict', 'average saved prediction sets with weights into a submission CSV',
-         'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv')
-def _predict_cmd(p):
-    _predict_opts(p)
-    return _predict
-
-@command('submit', 'write the submission like `predict`, check it against sample_submission.csv, and submit it to Kaggle',
-         'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs" --wait 600')
-def _submit_cmd(p):
-    _predict_opts(p)
-    p.add_argument('-m', '--message', required=True, help='the submission\'s description on Kaggle')
-    _opts(p, comp=('paddy-disease-classification', 'the competition slug'), dry_run=(False, 'write and check the CSV, but do not send it'),
-          wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
-    return _submit
-
+@commands.add('submit', 'write the submission like `predict`, check it against sample_submission.csv, and submit it to Kaggle',
+              'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs" --wait 600', **_predict_opts,
+              message=(None, 'the submission\'s description on Kaggle', dict(required=True, short=['-m'])), comp=('paddy-disease-classification', 'the competition slug'),
+              dry_run=(False, 'write and check the CSV, but do not send it'), wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
 def _submit(a):
     from paddy_collab.kaggle import check_submission, submit
     sample = _data(a)/'sample_submission.csv'
@@ -272,34 +182,28 @@ def _submit(a):
     print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
 
 # %% ../nbs/ref/06_cli.ipynb
-def _kernel_opts(p):
-    _opts(p, user=(None, 'Kaggle user who owns the kernel (default: the signed-in user)'),
-          dataset=([], 'a dataset to attach (repeatable)', dict(action='append', metavar='OWNER/SLUG')),
-          wheel_ds=(None, 'the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)', dict(metavar='[OWNER/]SLUG')),
-          model=([], 'a Kaggle model to attach (repeatable)', dict(action='append', metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION')),
-          public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train)', dict(action=argparse.BooleanOptionalAction)),
-          internet=(None, 'allow internet in the kernel (default: off for --train, on otherwise)', dict(action=argparse.BooleanOptionalAction)),
-          wait=(600., 'wait this long for your attached datasets to be ready before pushing', dict(metavar='SECS')),
-          dry_run=(None, 'write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing', dict(metavar='DIR')))
+_kernel_opts = dict(user=(None, 'Kaggle user who owns the kernel (default: the signed-in user)'),
+    dataset=([], 'a dataset to attach (repeatable)', dict(action='append', metavar='OWNER/SLUG')),
+    wheel_ds=(None, 'the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)', dict(metavar='[OWNER/]SLUG')),
+    model=([], 'a Kaggle model to attach (repeatable)', dict(action='append', metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION')),
+    public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train)', dict(action=argparse.BooleanOptionalAction)),
+    internet=(None, 'allow internet in the kernel (default: off for --train, on otherwise)', dict(action=argparse.BooleanOptionalAction)),
+    wait=(600., 'wait this long for your attached datasets to be ready before pushing', dict(metavar='SECS')),
+    dry_run=(None, 'write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing', dict(metavar='DIR')))
 
-@command('push-kernel', 'upload a project notebook, or (--train) the competition kernel, as a Kaggle kernel',
-         'paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights', force=False)
-def _push_kernel(p):
-    p.add_argument('notebook', nargs='?', help='the .ipynb file to push (or --train)')
-    _opts(p, train=(False, 'the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv'),
-          title=(None, 'kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")'), slug=(None, 'kernel slug, the URL name; must match the title (default: from the title)'),
-          comp=('paddy-disease-classification', 'competition whose data the kernel reads ("" for none)'))
-    _opts(p.add_argument_group('--train: the parameters cell'),
-          arch=(None, 'a timm architecture (repeatable; default convnext_small.fb_in22k)', dict(action='append')),
-          ensemble=(None, 'the course\'s four models, two shapes each (instead of --arch)', dict(choices=['lesson'])),
-          epochs=(12, 'epochs (after one frozen epoch)'), size=(224, 'final image size'), accum=(1, 'batches whose gradients add up before each step'), bs=(64, 'effective batch size'),
-          n_tta=(4, 'augmented passes of test-time augmentation'),
-          weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
-          submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE')))
-    _kernel_opts(p)
-    return _push_kernel_job
-
-def _push_kernel_job(a):
+@commands.add('push-kernel', 'upload a project notebook, or (--train) the competition kernel, as a Kaggle kernel',
+              'paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights', force=False,
+              notebook=arg('the .ipynb file to push (or --train)', nargs='?'),
+              train=(False, 'the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv'),
+              title=(None, 'kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")'), slug=(None, 'kernel slug, the URL name; must match the title (default: from the title)'),
+              comp=('paddy-disease-classification', 'competition whose data the kernel reads ("" for none)'),
+              parameters=group('--train: the parameters cell', arch=(None, 'a timm architecture (repeatable; default convnext_small.fb_in22k)', dict(action='append')),
+                  ensemble=(None, 'the course\'s four models, two shapes each (instead of --arch)', dict(choices=['lesson'])),
+                  epochs=(12, 'epochs (after one frozen epoch)'), size=(224, 'final image size'), accum=(1, 'batches whose gradients add up before each step'), bs=(64, 'effective batch size'),
+                  n_tta=(4, 'augmented passes of test-time augmentation'), weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
+                  submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE'))),
+              **_kernel_opts)
+def _push_kernel(a):
     from paddy_collab.kaggle import push_kernel
     if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
     train = dict(weights_ds=a.weights_ds, epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs, n_tta=a.n_tta) if a.train else {}
@@ -308,49 +212,38 @@ def _push_kernel_job(a):
     if a.dry_run: return print(f"wrote {r}/kernel-metadata.json and {json.loads((r/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
     print(f"pushed {r['ref']} (version {r['version']}): {r['url']}\nnext: paddy_collab kernel-status {r['ref']} --wait 10800")
 
-def _dataset_opts(p, slug, **more):
-    _opts(p, user=(None, 'owner (default: the signed-in user)'), slug=(slug, 'dataset slug'), public=(False, 'make a new dataset public'),
-          wait=(600., 'wait this long for Kaggle to process it (0: do not wait)', dict(metavar='SECS')), **more)
+def _dataset_opts(slug): return dict(user=(None, 'owner (default: the signed-in user)'), slug=(slug, 'dataset slug'), public=(False, 'make a new dataset public'),
+                                    wait=(600., 'wait this long for Kaggle to process it (0: do not wait)', dict(metavar='SECS')))
 
-def _kaggle(call, show):
-    "The job that runs `r = call(a, paddy_collab.kaggle)` on user input, then `show(a, r)` (the module is imported only then)."
-    def job(a):
-        from paddy_collab import kaggle
-        with user_input(): r = call(a, kaggle)
-        show(a, r)
-    return job
+def _pushed(r): print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(r.get('wheels') or (d['file'] for d in r['weights'].values()))}\n{r['url']}")
 
-def _pushed(a, r): print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(r.get('wheels') or (d['file'] for d in r['weights'].values()))}\n{r['url']}")
+@commands.add('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
+              'paddy_collab push-wheels', force=False, **_dataset_opts('paddy-collab-wheels'),
+              extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
+              find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')))
+def _push_wheels(a):
+    from paddy_collab.kaggle import push_wheel_dataset
+    with user_input(): _pushed(push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait))
 
-@command('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
-         'paddy_collab push-wheels', force=False)
-def _push_wheels(p):
-    _dataset_opts(p, 'paddy-collab-wheels', extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
-                  find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')))
-    return _kaggle(lambda a, k: k.push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait), _pushed)
+@commands.add('push-weights', 'push the cached pretrained weights of timm architectures as a dataset (for kernels without internet)',
+              'paddy_collab push-weights convnext_small.fb_in22k', force=False,
+              archs=arg('timm names whose weights this machine has cached', nargs='+', metavar='ARCH'), **_dataset_opts('paddy-collab-weights'))
+def _push_weights(a):
+    from paddy_collab.kaggle import push_weights_dataset
+    with user_input(): _pushed(push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait))
 
-@command('push-weights', 'push the cached pretrained weights of timm architectures as a dataset (for kernels without internet)',
-         'paddy_collab push-weights convnext_small.fb_in22k', force=False)
-def _push_weights(p):
-    p.add_argument('archs', nargs='+', metavar='ARCH', help='timm names whose weights this machine has cached')
-    _dataset_opts(p, 'paddy-collab-weights')
-    return _kaggle(lambda a, k: k.push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait), _pushed)
+@commands.add('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
+              'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False,
+              kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'),
+              wait=(0., 'poll until it finishes, at most this long', dict(metavar='SECS')), poll=(30., 'seconds between two questions', dict(metavar='SECS')))
+def _kernel_status(a):
+    from paddy_collab.kaggle import kernel_status
+    with user_input(): print(f"{a.kernel}: {kernel_status(a.kernel, a.wait, a.poll)}")
 
-@command('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
-         'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False)
-def _kernel_status(p):
-    p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
-    _opts(p, wait=(0., 'poll until it finishes, at most this long', dict(metavar='SECS')), poll=(30., 'seconds between two questions', dict(metavar='SECS')))
-    return _kaggle(lambda a, k: k.kernel_status(a.kernel, a.wait, a.poll), lambda a, r: print(f"{a.kernel}: {r}"))
-
-@command('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
-         'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output')
-def _kernel_output(p):
-    p.add_argument('kernel', metavar='OWNER/SLUG', help='the kernel, as printed by push-kernel')
-    _opts(p, out=('kernel-output', 'folder to write (it appears whole)'))
-    return _kernel_output_job
-
-def _kernel_output_job(a):
+@commands.add('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
+              'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output',
+              kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'), out=('kernel-output', 'folder to write (it appears whole)'))
+def _kernel_output(a):
     from paddy_collab.kaggle import kernel_output
     with atomic_dir(a.out, a.force) as tmp, user_input(): r = kernel_output(a.kernel, tmp)
     for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
@@ -359,40 +252,34 @@ def _kernel_output_job(a):
 # %% ../nbs/ref/06_cli.ipynb
 def demo_steps(out, # the demo's output folder
                quick:bool=False, # tiny settings, for tests
-               force:bool=False, # pass --force to every step
+               force:bool=False, # pass --force to every step that writes
               )->list: # the argument lists of the steps, in order
     "The `paddy_collab` commands `demo` runs."
-    out = Path(out)
-    f = ['--force'] if force else []
-    data = str(out/'paddy_data')
-    collab = ['train-collab', '--model', 'bias', '--epochs', '1' if quick else '5', '--bs', '1024' if quick else '256', '--out', str(out/'collab')]
-    synth = ['synth', data, '--size', '64', '85', '--solution'] + (['--n-per-class', '2', '--n-test', '4'] if quick else ['--n-per-class', '30', '--n-test', '40'])
-    paddy = ['train-paddy', '--data', data, '--ensemble', 'tiny', '--size', '32', '--multi-target', '--no-pretrained', '--no-finetune',
-             '--lr', '0.01', '--out', str(out/'paddy')] + (['--epochs', '1', '--bs', '16', '--n-tta', '1'] if quick else ['--epochs', '10', '--bs', '32', '--n-tta', '2'])
-    return [collab + f,
-            ['recommend', str(out/'collab'), '--user', '42', '--like', 'Star Wars (1977)', '-n', '5'],
-            synth + f, paddy + f,
-            ['predict', str(out/'paddy'), '--data', data, '--out', str(out/'submission.csv')] + f]
+    o, q = shlex.quote(str(out)), quick
+    steps = [f"train-collab --model bias --epochs {1 if q else 5} --bs {1024 if q else 256} --out {o}/collab",
+             f"recommend {o}/collab --user 42 --like 'Star Wars (1977)' -n 5",
+             f"synth {o}/paddy_data --size 64 85 --solution --n-per-class {2 if q else 30} --n-test {4 if q else 40}",
+             f"train-paddy --data {o}/paddy_data --ensemble tiny --size 32 --multi-target --no-pretrained --no-finetune --lr 0.01 --out {o}/paddy "
+             + ('--epochs 1 --bs 16 --n-tta 1' if q else '--epochs 10 --bs 32 --n-tta 2'),
+             f"predict {o}/paddy --data {o}/paddy_data --out {o}/submission.csv"]
+    return [shlex.split(s) + ['--force'] * (force and not s.startswith('recommend')) for s in steps]
 
-@command('demo', 'collab on MovieLens 100k, a two-model multi-target Paddy ensemble on synthetic data, and the submission, in a few CPU minutes',
-         'paddy_collab demo --out outputs/demo')
-def _demo(p):
-    _opts(p, out=('outputs/demo', 'folder for everything the demo writes'), quick=(False, 'tiny settings (one epoch, a few images): a smoke test, not a result'))
-    def job(a):
-        out = Path(a.out)
-        if out.exists() and any(out.iterdir()) and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
-        check_writable(out/'x')
-        t0 = time.time()
-        for args in demo_steps(out, a.quick, a.force):
-            args, t = args + ['--quiet'] * a.quiet, time.time()
-            print(f"\n$ paddy_collab {' '.join(repr(x) if ' ' in x else x for x in args)}", flush=True)
-            ns = build_parser().parse_args(args)
-            with _settings(ns): ns.job(ns)
-            print(f"({time.time()-t:.0f}s)", flush=True)
-        print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:\n  submission: {out/'submission.csv'}\n  models: {out/'collab'/'model.pkl'}, "
-              + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))) + '\n  plots:\n' + '\n'.join(f'    {p}' for p in sorted(out.rglob('*.png'))))
-    return job
+@commands.add('demo', 'collab on MovieLens 100k, a two-model multi-target Paddy ensemble on synthetic data, and the submission, in a few CPU minutes',
+              'paddy_collab demo --out outputs/demo',
+                   out=('outputs/demo', 'folder for everything the demo writes'), quick=(False, 'tiny settings (one epoch, a few images): a smoke test, not a result'))
+def _demo(a):
+    out = Path(a.out)
+    if out.exists() and any(out.iterdir()) and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
+    check_writable(out/'x')
+    t0 = time.time()
+    for args in demo_steps(out, a.quick, a.force):
+        args, t = args + ['--quiet'] * a.quiet, time.time()
+        print(f"\n$ paddy_collab {shlex.join(args)}", flush=True)
+        ns = commands.parser().parse_args(args)
+        with _settings(ns): ns.job(ns)
+        print(f"({time.time()-t:.0f}s)", flush=True)
+    print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:\n  submission: {out/'submission.csv'}\n  models: {out/'collab'/'model.pkl'}, "
+          + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))) + '\n  plots:\n' + '\n'.join(f'    {p}' for p in sorted(out.rglob('*.png'))))
 
 # %% ../nbs/ref/06_cli.ipynb
-#| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): sys.exit(main())

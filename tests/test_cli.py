@@ -54,9 +54,8 @@ def test_console_script():
 
 
 def commands():
-    from paddy_collab.cli import build_parser, _commands
-    build_parser()
-    return list(_commands)
+    from paddy_collab.cli import commands
+    return list(commands.jobs)
 
 
 def test_help_lists_commands():
@@ -69,8 +68,8 @@ def test_help(cmd):
     "Every option of every command is explained."
     out = ok(cmd, '--help')
     assert 'example:' in out
-    from paddy_collab.cli import build_parser
-    sub = next(a for a in build_parser()._actions if a.dest == 'command').choices[cmd]
+    from paddy_collab.cli import commands
+    sub = next(a for a in commands.parser()._actions if a.dest == 'command').choices[cmd]
     for a in sub._actions: assert a.help, f"{cmd}: option {a.option_strings or a.dest} has no help"
 
 
