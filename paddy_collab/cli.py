@@ -164,7 +164,7 @@ def _predict(a)->Path:
     from paddy_collab.ensemble import predict_members
     data = _data(a)
     with user_input(): r = predict_members(a.runs, data, a.out, a.weights, a.head, a.force)
-    for f, w, e in r['members']: print(f"{f}: weight {w:.2f}, validation error {e}")
+    for f, w, e in r['members']: print(f"{f}: weight {w:.2f}, validation error " + (', '.join(f"{h} {v:.1%}" for h, v in e.items()) if isinstance(e, dict) else f"{e}"))
     print(f"wrote {r['fname']}: {len(r['sub'])} test images; most predicted: " + ', '.join(f"{k} {v}" for k, v in r['sub'].label.value_counts().head(3).items()))
     if r['test_error'] is not None: print(f"test error against {data/'solution.csv'}: {r['test_error']:.1%} (chance: {r['chance']:.0%})")
     return r['fname']
