@@ -30,3 +30,19 @@ def test_the_check_catches_a_missing_import(tmp_path):
     tree = ast.parse("def f(x): return DataLoader(x)\n")
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     assert used - bound_names(tree) == {'DataLoader'}
+
+
+# --- issue 14's shape limits: short functions, a thin CLI -----------------------------------------------------------
+
+def long_functions(limit:int=40)->list:
+    "Package functions longer than `limit` lines (from `def` to their last line; decorators not counted)."
+    return [f"{m}.{n.name}: {n.end_lineno - n.lineno + 1} lines" for m in MODULES for n in ast.walk(ast.parse((PKG/f'{m}.py').read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > limit]
+
+def test_short_functions():
+    assert long_functions() == []
+    assert long_functions(limit=5), "the check finds nothing even at 5 lines: it is not reading the package"
+
+def test_cli_is_thin():
+    "The command line declares commands and calls the library; its argparse layer is `script`."
+    assert len((PKG/'cli.py').read_text().splitlines()) <= 300
