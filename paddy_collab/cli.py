@@ -271,11 +271,11 @@ def _demo(a):
     out = Path(a.out)
     if out.exists() and any(out.iterdir()) and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
     check_writable(out/'x')
-    t0 = time.time()
+    t0, parser = time.time(), commands.parser()
     for args in demo_steps(out, a.quick, a.force):
         args, t = args + ['--quiet'] * a.quiet, time.time()
         print(f"\n$ paddy_collab {shlex.join(args)}", flush=True)
-        ns = commands.parser().parse_args(args)
+        ns = parser.parse_args(args)
         with _settings(ns): ns.job(ns)
         print(f"({time.time()-t:.0f}s)", flush=True)
     print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:\n  submission: {out/'submission.csv'}\n  models: {out/'collab'/'model.pkl'}, "
