@@ -14,11 +14,12 @@ from .core import *
 
 # %% auto 0
 __all__ = ['kaggle_timeout', 'kaggle_retries', 'kaggle_429_retries', 'kaggle_429_max_wait', 'paddy_comp', 'kaggle_image',
-           'KaggleError', 'kaggle_config_dir', 'KaggleCreds', 'find_creds', 'kaggle_creds', 'kaggle_env',
-           'save_kaggle_json', 'kaggle_api', 'comp_path', 'paddy_path', 'kernel_slug', 'nb_title', 'clean_nb',
-           'install_cell', 'kernel_files', 'wait_dataset', 'push_notebook', 'project_root', 'build_wheel',
-           'wheel_files', 'push_wheel_dataset', 'weights_files', 'push_weights_dataset', 'kernel_weights',
-           'train_notebook', 'train_kernel_files', 'push_train_kernel', 'push_kernel', 'check_submission', 'submit',
+           'kaggle_python', 'kaggle_platforms', 'KaggleError', 'kaggle_config_dir', 'KaggleCreds', 'find_creds',
+           'kaggle_creds', 'kaggle_env', 'save_kaggle_json', 'kaggle_api', 'kaggle_input', 'kaggle_comp_dir',
+           'comp_path', 'paddy_path', 'kernel_slug', 'nb_title', 'clean_nb', 'install_cell', 'kernel_files',
+           'wait_dataset', 'push_notebook', 'project_root', 'build_wheel', 'kaggle_target', 'wheel_files',
+           'push_wheel_dataset', 'weights_files', 'push_weights_dataset', 'kernel_weights', 'train_notebook',
+           'train_kernel_files', 'push_train_kernel', 'paddy_lesson', 'push_kernel', 'check_submission', 'submit',
            'submission_score', 'kernel_output', 'kernel_status', 'iskaggle']
 
 # %% ../nbs/ref/04_kaggle.ipynb
@@ -258,14 +259,24 @@ def _clean_stale(dest:Path, max_age:float=3600.):
         if time.time() - newest > max_age: shutil.rmtree(d, ignore_errors=True)
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def kaggle_input()->Path:
+    "Where Kaggle attaches a kernel's inputs: `../input` from its working folder (`/kaggle/working`), else `/kaggle/input`."
+    return next((p for p in (Path('../input'), Path('/kaggle/input')) if p.is_dir()), Path('../input'))
+
+def kaggle_comp_dir(comp:str)->Path|None:
+    "The attached data of competition `comp`: `<input>/<comp>`, or the newer layout `<input>/competitions/<comp>`; None if not attached."
+    inp = kaggle_input()
+    return next((p for p in (inp/comp, inp/'competitions'/comp) if p.is_dir()), None)
+
 def comp_path(comp:str, # competition slug, as in its URL: 'paddy-disease-classification'
               path=None, # local folder for its files; default `./<comp>`
               timeout:float|None=None, # seconds per HTTP request; default `kaggle_timeout`
              )->Path: # the folder holding the competition's files
-    "The folder with `comp`'s data: `../input/<comp>` on Kaggle; elsewhere `path`, downloaded and unzipped only if missing."
+    "The folder with `comp`'s data: on Kaggle the attached one (`kaggle_comp_dir`); elsewhere `path`, downloaded and unzipped only if missing."
     if _on_kaggle():
-        p = Path('../input')/comp
-        if not p.exists(): raise FileNotFoundError(f"{p} does not exist: add the competition's data to this notebook (Add Input > Competitions > {comp})")
+        if (p := kaggle_comp_dir(comp)) is None:
+            inp = kaggle_input()
+            raise FileNotFoundError(f"Neither {inp/comp} nor {inp/'competitions'/comp} exists: add the competition's data to this notebook (Add Input > Competitions > {comp})")
         return p
     dest = Path(path) if path is not None else Path(comp)
     if dest.exists() and not dest.is_dir(): raise NotADirectoryError(f"{dest} exists and is not a folder; pass another path for {comp}'s data")
@@ -362,20 +373,32 @@ _install_src = """# Install paddy_collab, and the dependencies Kaggle's image la
 import json, os, re, subprocess, sys
 from pathlib import Path
 if os.environ.get('KAGGLE_KERNEL_RUN_TYPE'):
-    whl = next((d for d in (Path('../input/__SLUG__'), Path('../input/datasets/__DS__')) if (d/'wheels.json').is_file()), None)
-    if whl is None: raise FileNotFoundError("No wheels.json in ../input/__SLUG__: attach the dataset __DS__ (Add Input > Datasets); "
-                                            f"../input holds {sorted(p.name for p in Path('../input').iterdir())}")
-    info = json.loads((whl/'wheels.json').read_text())
+    inp = next((p for p in (Path('../input'), Path('/kaggle/input')) if p.is_dir()), Path('../input'))
+    whl = next((d for d in (inp/'__SLUG__', inp/'datasets/__DS__') if (d/'wheels.json').is_file()), None)
+    if whl is None: raise FileNotFoundError(f"No wheels.json in {inp/'__SLUG__'}: attach the dataset __DS__ (Add Input > Datasets); "
+                                            f"{inp} holds {sorted(p.name for p in inp.iterdir()) if inp.is_dir() else 'nothing'}")
+    info, here = json.loads((whl/'wheels.json').read_text()), '%d.%d' % sys.version_info[:2]
+    fix = f"push the wheels again for this kernel's Python: `PADDY_KAGGLE_PYTHON={here} paddy_collab push-wheels`, then rerun this kernel"
+    want = info.get('target', {}).get('python')
+    if want and want != here: raise RuntimeError(f"The wheels in __DS__ were downloaded for Python {want}, but this kernel runs Python {here}: pip cannot install them. Fix: {fix}")
+    try:
+        from packaging.tags import sys_tags
+        from packaging.utils import parse_wheel_filename
+        ok = set(sys_tags())
+        bad = [f for f in [info['package'], *info['carried'].values()] if not ok & set(parse_wheel_filename(f)[3])]
+    except Exception: bad = []  # no packaging, or a wheel name it cannot read: pip decides below
+    if bad: raise RuntimeError(f"Wheels in __DS__ that this kernel's interpreter (Python {here}, cp{here.replace('.', '')}) cannot install: {', '.join(bad)}. Fix: {fix}")
     r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-index', '--find-links', str(whl), str(whl/info['package'])], capture_output=True, text=True)
     if r.returncode:
         missing = re.findall(r'No matching distribution found for (\\S+)', r.stderr)
-        raise RuntimeError(f"Installing {info['package']} from __DS__ failed: " + (f"no wheel of {', '.join(missing)} in the dataset, and Kaggle's image "
-                           "lacks it; add it (`paddy_collab push-wheels --extra NAME`) and push the dataset again" if missing else r.stderr.strip()[-1500:]))
+        raise RuntimeError(f"Installing {info['package']} from __DS__ failed: " + (f"no wheel of {', '.join(missing)} in the dataset, and Kaggle's image lacks it "
+                           f"or holds a version outside that range. Fix: add it and push the dataset again: `paddy_collab push-wheels --extra '{missing[0]}'`" if missing else r.stderr.strip()[-1500:]))
     ours = {'paddy-collab', *info['carried']}  # pip check also lists the image's own conflicts: stop only for ours
     chk = subprocess.run([sys.executable, '-m', 'pip', 'check'], capture_output=True, text=True).stdout.splitlines()
     bad = [l for l in chk if ours & {re.sub(r'[-_.]+', '-', w).lower() for w in re.findall(r'[A-Za-z0-9][\\w.-]*', l)}]
-    if bad: raise RuntimeError(f"paddy_collab's dependencies conflict after installing from __DS__ (pip check):\\n" + '\\n'.join(bad))
-    print(f"installed {info['package']} and {len(info['carried'])} dependencies from {whl}; pip check: nothing wrong with ours")"""
+    if bad: raise RuntimeError(f"paddy_collab's dependencies conflict with Kaggle's image after installing from __DS__ (pip check):\\n" + '\\n'.join(bad)
+                               + "\\nFix: push the wheels again with the version the line above asks for: `paddy_collab push-wheels --extra 'NAME==VERSION'`")
+    print(f"installed {info['package']} and {len(info['carried'])} dependencies from {whl} on Python {here}; pip check: nothing wrong with ours")"""
 
 def install_cell(ds:str, # the dataset holding the wheels, 'owner/slug' (see `wheel_files`)
                 )->dict: # a code cell, as notebook JSON
@@ -528,44 +551,80 @@ def build_wheel(dest, # folder to put the wheel in
         return Path(shutil.move(str(whls[0]), Path(dest)/whls[0].name))
 
 # %% ../nbs/ref/04_kaggle.ipynb
-kaggle_image = ('torch', 'torchvision', 'torchaudio', 'fastai', 'fastcore', 'fastprogress', 'fastdownload', 'timm', 'pandas', 'numpy',
-                'matplotlib', 'accelerate', 'pillow', 'requests', 'six', 'kaggle', 'huggingface-hub', 'safetensors', 'rich', 'typing-extensions',
-                'packaging', 'pyyaml', 'scipy', 'scikit-learn', 'tqdm', 'fsspec', 'filelock', 'jinja2', 'psutil', 'pip')  # on Kaggle's Python image
+kaggle_image = dict.fromkeys(('torch', 'torchvision', 'torchaudio', 'fastai', 'fastprogress', 'fastdownload', 'timm', 'pandas', 'numpy',
+    'matplotlib', 'accelerate', 'pillow', 'requests', 'six', 'huggingface-hub', 'safetensors', 'rich', 'typing-extensions', 'packaging', 'pyyaml',
+    'scipy', 'scikit-learn', 'tqdm', 'fsspec', 'filelock', 'jinja2', 'psutil', 'pip', 'protobuf', 'python-dateutil', 'python-slugify', 'urllib3',
+    'bleach', 'nbformat', 'ipykernel', 'beartype', 'plum-dispatch', 'certifi', 'markdown-it-py', 'mdurl', 'pygments'), '') | {
+    'fastcore': '>=1.8,<2',  # docker-python pins fastcore<2; its fastai needs >=1.8
+    'kaggle': '>=1.8'}  # Kaggle's requirements allow the 1.x client; kagglesdk (what we call) comes with kaggle>=2
+# {package: versions Kaggle's Python image may hold ('' = any)}: Kaggle/docker-python's kaggle_requirements.txt over Colab's runtime.
+# A dependency is carried when the image lacks it, or when our range may exclude the image's version (`_image_may_break`).
+
+kaggle_python, kaggle_platforms = '3.12', ('manylinux_2_35_x86_64',)
+# Kaggle's image: Kaggle/docker-python's Dockerfile.tmpl builds FROM Colab's runtime image, CPython 3.12 on Ubuntu 22.04 (glibc 2.35), x86-64.
+
+def kaggle_target(python:str|None=None, # 'X.Y'; default `$PADDY_KAGGLE_PYTHON`, else `kaggle_python`
+                 )->dict: # `python`, `implementation`, `abi`, `platforms`: pip download's target options, as `wheels.json` records them
+    "The interpreter the wheel dataset is for: Kaggle's image unless `python` or `$PADDY_KAGGLE_PYTHON` says otherwise."
+    v = str(python or os.environ.get('PADDY_KAGGLE_PYTHON') or kaggle_python).strip()
+    if not re.fullmatch(r'3\.\d+', v): raise ValueError(f"Kaggle's Python must be written like '3.12', got {v!r} (PADDY_KAGGLE_PYTHON or python=)")
+    return dict(python=v, implementation='cp', abi='cp'+v.replace('.', ''), platforms=list(kaggle_platforms))
 
 def _canon(name:str)->str: return re.sub(r'[-_.]+', '-', name).lower()
 
-def _wheel_requires(whl)->list:
-    "The requirements in wheel `whl`'s metadata that apply on this platform, without extras (`packaging` `Requirement`s)."
+def _wheel_requires(whl, python:str|None=None)->list:
+    "The requirements in wheel `whl`'s metadata that apply on Linux with Python `python` (default: this one), without extras (`packaging` `Requirement`s)."
     from packaging.requirements import Requirement
     with zipfile.ZipFile(whl) as z:
         meta = [n for n in z.namelist() if n.endswith('.dist-info/METADATA')]
         lines = z.read(meta[0]).decode().splitlines() if meta else []
     reqs = [Requirement(l.split(':', 1)[1].strip()) for l in lines if l.startswith('Requires-Dist:')]
-    return [r for r in reqs if r.marker is None or r.marker.evaluate({'extra': ''})]
+    env = dict(extra='', sys_platform='linux', platform_system='Linux', os_name='posix', platform_machine='x86_64', implementation_name='cpython',
+               platform_python_implementation='CPython', **(dict(python_version=python, python_full_version=f'{python}.0') if python else {}))
+    return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
 
-def _pinned(req)->bool: return any(s.operator in ('<', '<=', '==', '===', '~=') for s in req.specifier)
+def _image_may_break(req, held:str)->bool:
+    "Whether a version in `held` (what the image may hold, a specifier string) may fall outside requirement `req`'s range."
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+    held = SpecifierSet(held)
+    lo = next((Version(s.version) for s in held if s.operator in ('>=', '==')), None)
+    hi = next((Version(s.version) for s in held if s.operator in ('<', '<=')), None)
+    for s in req.specifier:
+        if s.operator == '!=': continue
+        if s.operator in ('>=', '>'):
+            if lo is not None and not s.contains(lo): return True  # the image may be older than we need (unknown: taken as recent)
+        elif s.operator in ('<', '<='):
+            if hi is None or Version(s.version) < hi or (s.operator == '<' and Version(s.version) == hi and any(h.operator == '<=' for h in held)): return True
+        else: return True  # ==, ~=, ===: the image's version is anyone's guess
+    return False
 
-def _pip_download(spec:str, dest:Path, find_links=None)->Path:
-    "Download the wheel of requirement `spec` into `dest` (`pip download --no-deps`, from PyPI or only from `find_links`); return it."
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--timeout', '15', '--retries', '0', '-q', '-d', str(dest), spec]
+def _pip_download(spec:str, dest:Path, find_links=None, target:dict|None=None)->Path:
+    "Download the wheel of requirement `spec` for `target` (`kaggle_target()`) into `dest` (`pip download --no-deps`, from PyPI or only from `find_links`)."
+    t = target or kaggle_target()
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--python-version', t['python'], '--implementation', t['implementation'],
+           '--abi', t['abi'], '--abi', 'abi3', '--abi', 'none', *[a for p in t['platforms'] for a in ('--platform', p)],
+           '--timeout', '15', '--retries', '0', '-q', '-d', str(dest), spec]
     if find_links: cmd[4:4] = ['--no-index', '--find-links', str(find_links)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if r.returncode: raise KaggleError(f"Downloading the wheel of {spec!r} failed (pip download; offline? pass find_links= a folder of wheels): {r.stderr.strip()[-600:]}")
+    if r.returncode: raise KaggleError(f"Downloading the wheel of {spec!r} failed (pip download for Python {t['python']}, {t['platforms'][0]}; offline? pass find_links= a folder of wheels): {r.stderr.strip()[-600:]}")
     from packaging.requirements import Requirement
     name = _canon(Requirement(spec).name)
     return next(p for p in dest.glob('*.whl') if _canon(p.name.split('-')[0]) == name)
 
 def wheel_files(dest, # the dataset folder to fill
-                image=kaggle_image, # packages Kaggle's image has (their wheels are left out unless our pins bound them)
+                image:dict=kaggle_image, # {package: versions Kaggle's image may hold}: their wheels are left out unless our ranges may exclude them
                 extra_wheels=(), # more: `.whl` paths, or requirements to download
                 find_links=None, # take every wheel from this folder instead of PyPI
                 root=None, # the project folder; default `project_root()`
-               )->dict: # what `wheels.json` says: the `package` wheel and the `carried` dependencies
-    "Fill `dest` with paddy_collab's wheel, the wheels of every dependency `image` lacks or may have outside our pins, and `wheels.json`."
-    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+                python:str|None=None, # the kernel's Python, 'X.Y'; default `kaggle_target()`'s (Kaggle's image)
+               )->dict: # what `wheels.json` says: the `package` wheel, the `carried` dependencies and the `target` interpreter
+    "Fill `dest` with paddy_collab's wheel, the wheels (for Kaggle's Python) of every dependency `image` lacks or may hold outside our ranges, and `wheels.json`."
+    dest, target = Path(dest), kaggle_target(python)
+    dest.mkdir(parents=True, exist_ok=True)
     whl = build_wheel(dest, root)
-    have, carried = {_canon(n) for n in image}, {}
-    todo = [Path(x) if str(x).endswith('.whl') else x for x in extra_wheels] + _wheel_requires(whl)  # wheels given first: they win
+    have, carried = {_canon(n): v for n, v in (image.items() if isinstance(image, dict) else dict.fromkeys(image, '').items())}, {}
+    todo = [Path(x) if str(x).endswith('.whl') else x for x in extra_wheels] + _wheel_requires(whl, target['python'])  # wheels given first: they win
     while todo:
         r = todo.pop(0)
         if isinstance(r, Path):  # a wheel file we were given
@@ -575,11 +634,11 @@ def wheel_files(dest, # the dataset folder to fill
             from packaging.requirements import Requirement
             r = Requirement(r) if isinstance(r, str) else r
             n = _canon(r.name)
-            if n in carried or (n in have and not _pinned(r)): continue
-            f = _pip_download(str(r), dest, find_links)
+            if n in carried or (n in have and not _image_may_break(r, have[n])): continue
+            f = _pip_download(str(r), dest, find_links, target)
         carried[n] = f.name
-        todo += _wheel_requires(f)
-    info = dict(package=whl.name, carried=carried)
+        todo += _wheel_requires(f, target['python'])
+    info = dict(package=whl.name, carried=carried, target=target)
     (dest/'wheels.json').write_text(json.dumps(info, indent=2))
     return info
 
@@ -594,16 +653,17 @@ def push_wheel_dataset(user:str|None=None, # owner of the dataset; default the s
                        license_name:str='apache-2.0', # the dataset's licence (the package's)
                        find_links=None, # take the dependencies' wheels from this folder instead of PyPI
                        wait:float=600., # seconds to wait until Kaggle has processed it (0: do not wait)
+                       python:str|None=None, # the kernels' Python, 'X.Y'; default Kaggle's (`kaggle_target`; `$PADDY_KAGGLE_PYTHON` overrides)
                       )->dict: # `ref`, `url`, `wheels`, `carried` and whether it was `created`
     "Push paddy_collab's wheel and those of the dependencies Kaggle's image lacks (`wheel_files`) as dataset `user/slug`; wait until it is ready."
     api = kaggle_api()
     ref = _ds_args(user, slug, title, api)
     with tempfile.TemporaryDirectory() as t:
         d = Path(t)/slug
-        info = wheel_files(d, extra_wheels=extra_wheels, find_links=find_links, root=root)
+        info = wheel_files(d, extra_wheels=extra_wheels, find_links=find_links, root=root, python=python)
         wheels = sorted(p.name for p in d.glob('*.whl'))
         res = _push_dataset(d, ref, title, public, notes or f"paddy_collab {info['package'].split('-')[1]}", license_name, wait, api)
-    return dict(res, wheels=wheels, carried=info['carried'])
+    return dict(res, wheels=wheels, carried=info['carried'], target=info['target'])
 
 # %% ../nbs/ref/04_kaggle.ipynb
 def weights_files(archs, # timm names whose pretrained weights are in this machine's cache
@@ -642,11 +702,11 @@ def push_weights_dataset(archs, # timm names, e.g. ['convnext_small.fb_in22k']
     return dict(res, weights=info)
 
 # %% ../nbs/ref/04_kaggle.ipynb
-def kernel_weights(input_dir='../input', # where Kaggle attaches datasets
+def kernel_weights(input_dir=None, # where Kaggle attaches datasets; default `kaggle_input()`
                    cache=None, # the Hugging Face cache to build; default `<tmp>/paddy_collab-hf/hub`
                   )->dict: # {arch: weights file} for every arch found
     "Make timm find the weights of attached weights datasets (`weights.json`) offline: an HF cache of links to them, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`."
-    found = {}
+    found, input_dir = {}, input_dir or kaggle_input()
     for w in sorted([*Path(input_dir).glob('*/weights.json'), *Path(input_dir).glob('datasets/*/*/weights.json')]):  # ../input/<slug>, or Kaggle's newer datasets/<owner>/<slug>
         for arch, d in json.loads(w.read_text()).items(): found[arch] = dict(d, path=(w.parent/d['file']).resolve())
     if not found: return {}
@@ -737,10 +797,17 @@ def push_train_kernel(user:str|None=None, # Kaggle user who will own the kernel;
         return _push_dir(api, d, 'the competition kernel')
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def paddy_lesson(nb)->bool:
+    "Whether notebook `nb` is a Paddy lesson: its code reads the lesson's data (`lesson_path`) or imports `paddy_collab.paddy_data`."
+    try: code = '\n'.join(''.join(c.get('source', '')) for c in json.loads(Path(nb).read_text(encoding='utf-8')).get('cells', []) if c.get('cell_type') == 'code')
+    except (OSError, ValueError): return False
+    return 'lesson_path(' in code or 'paddy_collab.paddy_data' in code
+
 def push_kernel(nb=None, # a project notebook to push; None: the competition kernel (`train_kernel_files`)
                 dry_run=None, # a folder: write the kernel's files there instead of pushing
                 user:str|None=None, wait:float=600., # as for `push_notebook`
-                gpu:bool|None=None, internet:bool|None=None, # default: GPU and no internet for the competition kernel, the opposite for a notebook
+                gpu:bool|None=None, # default: on for the competition kernel and the Paddy lesson notebooks (`paddy_lesson`), off for other notebooks
+                internet:bool|None=None, # default: off for the competition kernel, on for a notebook
                 title:str|None=None, slug:str|None=None, comp:str|None=paddy_comp, # a notebook's; the competition kernel's slug comes from its title
                 archs=None, # the competition kernel's architectures, or 'lesson'; default ['convnext_small.fb_in22k']
                 submit:str|None=None, # the competition kernel submits its CSV with this message
@@ -752,6 +819,7 @@ def push_kernel(nb=None, # a project notebook to push; None: the competition ker
         kwargs.update(gpu=gpu is not False, internet=bool(internet), title=title or 'Paddy Doctor ensemble', archs=archs or ['convnext_small.fb_in22k'],
                       submit=bool(submit), message=submit or 'paddy_collab kernel')
         return train_kernel_files(dry_run, user or 'your-kaggle-user', **kwargs) if dry_run else push_train_kernel(user=user, wait=wait, **kwargs)
+    if gpu is None: gpu = paddy_lesson(nb)
     kwargs.update(gpu=bool(gpu), internet=internet is not False, slug=slug, title=title, comp=comp or None)
     return kernel_files(nb, dry_run, user or 'your-kaggle-user', **kwargs) if dry_run else push_notebook(nb, user=user, wait=wait, **kwargs)
 
@@ -822,12 +890,18 @@ def submission_score(comp:str, ref:int, wait:float=0., poll:float=10., api=None)
         time.sleep(min(poll, left))
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def _kernel_ref(ref:str)->str:
+    "`ref` if it is written 'owner/slug'; else a `ValueError` saying how (Kaggle answers a bare slug as if the network had failed)."
+    if not re.fullmatch(r'[\w.-]+/[a-z0-9][a-z0-9-]*', str(ref)):
+        raise ValueError(f"Kernel {ref!r} must be written OWNER/SLUG, as push-kernel prints it (e.g. 'your-kaggle-user/{str(ref).split('/')[-1] or 'paddy-doctor-ensemble'}')")
+    return ref
+
 def kernel_output(ref:str, # the kernel, 'owner/slug'
                   dest, # folder for its output files and its log (`<slug>.log`)
                   api=None, # a `kaggle_api()`; default a new one
                  )->dict: # `files` (paths), and `submission` and `log` (paths, or None)
     "Download kernel `ref`'s latest output (`submission.csv`, ...) and its log into `dest` with the client's `kernels_output`, all or nothing."
-    api = api or kaggle_api()
+    ref, api = _kernel_ref(ref), api or kaggle_api()
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest, prefix='.output.') as t:
         with _kaggle_op(f"Downloading the output of kernel {ref!r}", api): _call(api, api.kernels_output, ref, t, force=True, quiet=True)
@@ -842,7 +916,7 @@ def kernel_status(ref:str, # the kernel, 'owner/slug'
                  )->str: # 'queued', 'running', 'complete', ...
     "Kernel `ref`'s status, after waiting up to `wait` s for it to finish; a `KaggleError` with the end of its log if it failed."
     import time
-    api = api or kaggle_api()
+    ref, api = _kernel_ref(ref), api or kaggle_api()
     t0 = time.time()
     while True:
         with _kaggle_op(f"Asking the status of kernel {ref!r}", api): r = _call(api, api.kernels_status, ref)

@@ -20,8 +20,8 @@ from fastai.vision.data import ImageBlock
 # fastai.vision.augment (Resize, aug_transforms) imports torchvision, about 2 s: it is imported where it is used
 
 # %% auto 0
-__all__ = ['paddy_scales', 'tiny_synth', 'paddy_scale', 'by_scale', 'lesson_path', 'get_variety', 'paddy_item_tfms',
-           'paddy_block', 'paddy_dls', 'paddy_test_dl']
+__all__ = ['paddy_scales', 'tiny_synth', 'paddy_subsets', 'paddy_scale', 'by_scale', 'real_paddy', 'paddy_subset', 'lesson_path',
+           'submission_path', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_dls', 'paddy_test_dl']
 
 # %% ../nbs/02_paddy_data.ipynb
 paddy_scales = ('full', 'cpu', 'tiny')
@@ -45,16 +45,71 @@ def by_scale(full, # the value for the lesson's configuration (GPU, real data)
 
 # %% ../nbs/02_paddy_data.ipynb
 tiny_synth = dict(n_per_class=3, n_test=8, size=(48, 64))  # the synthetic set at PADDY_SCALE=tiny
+paddy_subsets = dict(cpu=125, tiny=3)  # training images per disease taken from the real data at these scales (the synthetic CPU set's count)
+
+def real_paddy()->Path|None:
+    "The real competition data if this machine has it (attached on Kaggle, `$PADDY_PATH`, or the local copy), without downloading; else None."
+    from .kaggle import paddy_path
+    try: return paddy_path(download=False, synth=False)
+    except FileNotFoundError:
+        if os.environ.get('PADDY_PATH'): raise  # a folder was named and is not the data: say so
+        return None
+
+def paddy_subset(path, # the competition folder
+                 n_per_class:int, # training images per disease (fewer where a disease has fewer)
+                 seed:int=42, # which images
+                )->Path: # a folder in Kaggle's layout, in fastai's data folder: links to the images, `train.csv` cut to them, every test image
+    "`n_per_class` training images of each disease of `path` (links, not copies), all its test images and `sample_submission.csv`."
+    import hashlib, random, shutil, tempfile
+    path = Path(path).resolve()
+    dest = fastai_data_path()/f"paddy-subset-{hashlib.md5(f'{path}|{n_per_class}|{seed}'.encode()).hexdigest()[:10]}"
+    if (dest/'train.csv').is_file(): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
+    try:
+        keep = []
+        for d in sorted(p for p in (path/'train_images').iterdir() if p.is_dir()):
+            fs = sorted(d.iterdir())
+            fs = sorted(random.Random(f'{seed}{d.name}').sample(fs, min(n_per_class, len(fs))))
+            (tmp/'train_images'/d.name).mkdir(parents=True)
+            for f in fs: (tmp/'train_images'/d.name/f.name).symlink_to(f)
+            keep += [(f.name, d.name) for f in fs]
+        trn = pd.read_csv(path/'train.csv', dtype=str)
+        trn[[tuple(x) in set(keep) for x in trn[['image_id', 'label']].values]].to_csv(tmp/'train.csv', index=False)
+        (tmp/'test_images').symlink_to(path/'test_images')
+        (tmp/'sample_submission.csv').symlink_to(path/'sample_submission.csv')
+        if not (dest/'train.csv').is_file(): os.replace(tmp, dest)  # else another process made it meanwhile
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 def lesson_path(scale:str|None=None, # default `paddy_scale()`
                )->Path:
-    "The lesson's data: the competition (`paddy_path`) at 'full', the synthetic CPU set at 'cpu', a few images at 'tiny'."
+    "The lesson's data: the real competition whenever this machine has it (all at 'full', `paddy_subset` at 'cpu' and 'tiny'), else the synthetic set."
     from .synth import cached_synth
     scale = scale or paddy_scale()
+    if os.environ.get('KAGGLE_KERNEL_RUN_TYPE'):  # a kernel without internet: timm finds attached weights datasets, as in the competition kernel
+        from .kaggle import kernel_weights
+        if w := kernel_weights(): print(f"lesson_path: pretrained weights from the attached dataset(s): {', '.join(w)}")
+    real = real_paddy()
     if scale == 'full':
-        from .kaggle import paddy_path  # the Kaggle plumbing, needed only for the full run
+        if real is not None: return real
+        from .kaggle import paddy_path  # downloads with Kaggle credentials, else the synthetic set (and says so)
         return paddy_path()
-    return cached_synth(solution=True, **({} if scale == 'cpu' else tiny_synth))  # `solution.csv`: the test labels, to score submissions
+    if real is None: return cached_synth(solution=True, **({} if scale == 'cpu' else tiny_synth))  # `solution.csv`: the test labels, to score submissions
+    p = paddy_subset(real, paddy_subsets[scale])
+    n = sum(1 for _ in (p/'train_images').glob('*/*'))
+    print(f"lesson_path: PADDY_SCALE={scale}: the real data from {real}, cut to {n} training images ({paddy_subsets[scale]} per disease) "
+          f"and every test image, in {p}; PADDY_SCALE=full uses all of it")
+    return p
+
+def submission_path(folder, # where the lesson's submission goes off Kaggle
+                    fname:str='submission.csv', # its name there
+                   )->Path:
+    "`folder/fname`; in a Kaggle kernel `/kaggle/working/submission.csv`, the file Kaggle's Submit button takes from a kernel's output."
+    if not os.environ.get('KAGGLE_KERNEL_RUN_TYPE'): return Path(folder)/fname
+    w = Path('/kaggle/working')
+    return (w if w.is_dir() else Path.cwd())/'submission.csv'  # a kernel works in /kaggle/working
 
 # %% ../nbs/02_paddy_data.ipynb
 @functools.lru_cache(maxsize=8)

@@ -327,14 +327,17 @@ if pytest is not None:
         monkeypatch.setattr(pk, 'build_wheel', copy)
 
 
-def dep_wheels():
-    """A folder holding the wheels `wheel_files` carries (paddy_collab's dependencies Kaggle's image lacks), for `find_links=`.
-    Made once per machine with the real `wheel_files` from PyPI (a few small wheels); `None` when PyPI cannot be reached."""
-    import tempfile, paddy_collab.kaggle as pk
-    d = Path(tempfile.gettempdir())/'paddy_collab-dep-wheels'
+def dep_wheels(python=None):
+    """A folder holding the wheels `wheel_files` carries (paddy_collab's dependencies Kaggle's image lacks) for Kaggle's Python
+    (or `python`), for `find_links=`. Made once per machine and target with the real `wheel_files` from PyPI (a few small wheels),
+    in a folder named after the target, `kaggle_image` and settings.ini; `None` when PyPI cannot be reached."""
+    import hashlib, tempfile, paddy_collab.kaggle as pk
+    t = pk.kaggle_target(python)
+    key = hashlib.md5(repr((t, sorted(pk.kaggle_image.items()), (pk.project_root()/'settings.ini').read_text())).encode()).hexdigest()[:8]
+    d = Path(tempfile.gettempdir())/f"paddy_collab-dep-wheels-py{t['python']}-{key}"
     if (d/'wheels.json').is_file(): return d
     tmp = Path(tempfile.mkdtemp(prefix='.dep-wheels.', dir=d.parent))
-    try: pk.wheel_files(tmp)
+    try: pk.wheel_files(tmp, python=t['python'])
     except pk.KaggleError: return None
     for w in tmp.glob('paddy_collab-*.whl'): w.unlink()  # the package itself is built fresh each time
     try: os.replace(tmp, d)

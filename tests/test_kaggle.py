@@ -2,7 +2,7 @@
 
 Never contacts Kaggle: the `kenv` fixture sets KAGGLE_API_ENVIRONMENT=LOCALHOST, so every call goes to http://localhost/api/v1/...
 """
-import base64, json, os, secrets, stat, subprocess, sys, time, types, zipfile
+import base64, json, os, secrets, shutil, stat, subprocess, sys, time, types, zipfile
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -185,7 +185,7 @@ def test_push_notebook_request(kenv, tmp_path):
     assert all(c.get('outputs') == [] and c.get('execution_count') is None and c['metadata'] == {} for c in code)
     assert 'widgets' not in pushed['metadata']
     first = pushed['cells'][0]['source']
-    assert "'--no-index', '--find-links'" in first and '../input/paddy-collab-wheels' in first and "'pip', 'check'" in first
+    assert "'--no-index', '--find-links'" in first and "inp/'paddy-collab-wheels'" in first and "'pip', 'check'" in first
     assert '--no-deps' not in first
     assert pushed['cells'][1]['source'].startswith('# Paddy: first steps')
 
@@ -343,7 +343,10 @@ def test_push_wheel_dataset_carries_the_wheel_and_its_missing_dependencies(kenv,
     files = kenv.datasets[ref]
     assert sorted(files) == sorted(res['wheels'] + ['wheels.json']) and 'dataset-metadata.json' not in files
     info = json.loads(files['wheels.json'])
-    assert sorted(info['carried']) == ['beartype', 'fastkaggle', 'plum-dispatch'] and info['carried']['plum-dispatch'].startswith('plum_dispatch-2.')
+    assert {'fastkaggle', 'plum-dispatch', 'kaggle', 'kagglesdk'} <= set(info['carried']) and info['carried']['plum-dispatch'].startswith('plum_dispatch-2.')
+    assert not {'fastcore', 'beartype', 'torch'} & set(info['carried'])  # the image holds them within our ranges
+    assert info['target'] == pk.kaggle_target() and info['target']['python'] == pk.kaggle_python  # Kaggle's interpreter, recorded
+    assert all(any(t in w for t in ('-py3-none-any', '-py2.py3-none-any', f"-{info['target']['abi']}-")) for w in info['carried'].values()), info['carried']
     assert not any(w.startswith(('torch', 'fastai-', 'timm')) for w in res['wheels'])  # the image has them
     import io
     names = zipfile.ZipFile(io.BytesIO(files[info['package']])).namelist()
@@ -460,3 +463,81 @@ def test_submit_faults(kenv, comp_dir, tmp_path, op, fault):
 
 def test_port_taken_is_a_clear_error(standin):
     with pytest.raises(RuntimeError, match='cannot listen on 127.0.0.1:80'): KaggleStandIn(port=80).start()
+
+
+# -- the data source, apart from the compute scale; lesson kernels on Kaggle
+
+@pytest.fixture
+def data_home(tmp_path, monkeypatch):
+    "fastai's data folder in `tmp_path` (no local copy of the competition), off Kaggle, no PADDY_PATH."
+    import paddy_collab.paddy_data as pdd
+    d = tmp_path/'fastai-data'; d.mkdir()
+    monkeypatch.setattr(pdd, 'fastai_data_path', lambda: d); monkeypatch.setattr(pk, 'fastai_data_path', lambda: d)
+    for k in ('PADDY_PATH', 'KAGGLE_KERNEL_RUN_TYPE'): monkeypatch.delenv(k, raising=False)
+    return d
+
+
+def test_lesson_path_uses_the_real_data_at_every_scale(small_paddy, data_home, monkeypatch, capsys):
+    from paddy_collab.paddy_data import lesson_path, real_paddy
+    assert real_paddy() is None
+    monkeypatch.setenv('PADDY_PATH', str(small_paddy))
+    assert real_paddy() == small_paddy and lesson_path('full') == small_paddy
+    p = lesson_path('tiny')
+    assert 'the real data from' in capsys.readouterr().out and p.parent == data_home
+    trn = pd.read_csv(p/'train.csv')
+    imgs = sorted(p.glob('train_images/*/*.jpg'))
+    assert len(imgs) == len(trn) == 30 and set(trn.image_id) == {f.name for f in imgs} and all(f.resolve().parent.parent == (small_paddy/'train_images').resolve() for f in imgs)
+    assert sorted(f.name for f in (p/'test_images').iterdir()) == sorted(f.name for f in (small_paddy/'test_images').iterdir())  # every test image: a whole submission
+    assert (p/'sample_submission.csv').read_text() == (small_paddy/'sample_submission.csv').read_text()
+    assert lesson_path('tiny') == p  # made once
+    monkeypatch.setenv('PADDY_PATH', str(data_home))  # named, and not the data: an error, not the synthetic set
+    with pytest.raises(FileNotFoundError, match='no train.csv'): lesson_path('tiny')
+
+
+def test_lesson_kernel_finds_attached_data_weights_and_writes_where_kaggle_submits(small_paddy, data_home, tmp_path, monkeypatch, capsys):
+    from paddy_collab.paddy_data import lesson_path, submission_path
+    inp = tmp_path/'kaggle'/'input'
+    shutil.copytree(small_paddy, inp/'competitions'/COMP)  # Kaggle's newer layout
+    w = inp/'datasets'/'someone'/'paddy-collab-weights'; w.mkdir(parents=True)
+    (w/'test-resnet.safetensors').write_bytes(b'x')
+    (w/'weights.json').write_text(json.dumps({'test_resnet': dict(file='test-resnet.safetensors', hf_hub_id='timm/test_resnet.r160_in1k', hf_hub_filename='model.safetensors')}))
+    (tmp_path/'kaggle'/'working').mkdir()
+    monkeypatch.chdir(tmp_path/'kaggle'/'working')
+    monkeypatch.setenv('KAGGLE_KERNEL_RUN_TYPE', 'Batch')
+    monkeypatch.setattr(pk.tempfile, 'gettempdir', lambda: str(tmp_path/'tmp'))
+    for k in ('HF_HUB_CACHE', 'HF_HUB_OFFLINE'): monkeypatch.delenv(k, raising=False)
+    p = lesson_path('cpu')
+    out = capsys.readouterr().out
+    assert 'pretrained weights from the attached dataset(s): test_resnet' in out and 'the real data from ../input/competitions/' + COMP in out
+    assert os.environ['HF_HUB_OFFLINE'] == '1' and (Path(os.environ['HF_HUB_CACHE'])/'models--timm--test_resnet.r160_in1k').is_dir()
+    assert len(pd.read_csv(p/'train.csv')) == 30  # 125 a disease at 'cpu', and this set has 3
+    assert lesson_path('full') == Path('../input/competitions')/COMP
+    assert submission_path(tmp_path/'elsewhere') == (Path('/kaggle/working') if Path('/kaggle/working').is_dir() else Path.cwd())/'submission.csv'
+    monkeypatch.delenv('KAGGLE_KERNEL_RUN_TYPE')
+    assert submission_path(tmp_path/'elsewhere', 'sub.csv') == tmp_path/'elsewhere'/'sub.csv'
+
+
+def test_kernel_ref_without_owner_is_a_usage_error(kenv):
+    n = len(kenv.requests)
+    for f in (lambda: pk.kernel_status('paddy-doctor-ensemble'), lambda: pk.kernel_output('paddy-doctor-ensemble', '.')):
+        with pytest.raises(ValueError, match=r"must be written OWNER/SLUG.*'your-kaggle-user/paddy-doctor-ensemble'"): f()
+    assert len(kenv.requests) == n  # said before asking Kaggle, which would answer as if the network had failed
+    from paddy_collab.cli import main
+    r = subprocess.run([sys.executable, '-m', 'paddy_collab.cli', 'kernel-status', 'paddy-doctor-ensemble'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and 'OWNER/SLUG' in r.stderr and 'network' not in r.stderr.lower(), r.stderr
+
+
+def test_install_cell_names_a_wrong_python_and_the_fix(monkeypatch, tmp_path):
+    "Wheels downloaded for another interpreter: the install cell stops before pip, naming both Pythons and the command that fixes it."
+    src = pk.install_cell('u/paddy-collab-wheels')['source']
+    calls = []
+    monkeypatch.setitem(sys.modules, 'subprocess', types.SimpleNamespace(run=lambda cmd, **kw: calls.append(cmd) or types.SimpleNamespace(returncode=0, stdout='', stderr='')))
+    monkeypatch.setenv('KAGGLE_KERNEL_RUN_TYPE', 'Batch')
+    d = tmp_path/'input'/'paddy-collab-wheels'; d.mkdir(parents=True); (tmp_path/'working').mkdir(); monkeypatch.chdir(tmp_path/'working')
+    here, other = '%d.%d' % sys.version_info[:2], '3.%d' % (sys.version_info[1] + 1)
+    info = dict(package='paddy_collab-0.0.1-py3-none-any.whl', carried={'plum-dispatch': f"plum_dispatch-2.9.0-cp{other.replace('.', '')}-cp{other.replace('.', '')}-manylinux_2_17_x86_64.whl"})
+    (d/'wheels.json').write_text(json.dumps(dict(info, target=dict(python=other))))
+    with pytest.raises(RuntimeError, match=rf"downloaded for Python {other}, but this kernel runs Python {here}.*PADDY_KAGGLE_PYTHON={here} paddy_collab push-wheels"): exec(src, {})
+    (d/'wheels.json').write_text(json.dumps(info))  # a dataset from before wheels.json named its target: the wheel's tags tell
+    with pytest.raises(RuntimeError, match=rf"cannot install: plum_dispatch-2.9.0-cp{other.replace('.', '')}.*PADDY_KAGGLE_PYTHON={here}"): exec(src, {})
+    assert calls == []  # stopped before pip
