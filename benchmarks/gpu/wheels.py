@@ -12,7 +12,7 @@ python-fasthtml web stack (fastprogress 1.0.3, which fastai accepts, needs nothi
 `python -S` against as if it were the GPU image (see tests/test_gpu_check.py).
 """
 from __future__ import annotations
-import argparse, importlib.metadata as md, os, re, subprocess, sys
+import argparse, importlib.metadata as md, json, os, re, subprocess, sys
 from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name as canon
@@ -51,7 +51,8 @@ def needed(pyver:str)->dict:
 def download(need:dict, dest:Path, pyver:str):
     "pip download each wheel for `pyver` (binary only), falling back to building a wheel from the sdist."
     plat = ['--platform', 'manylinux2014_x86_64', '--platform', 'manylinux_2_17_x86_64', '--platform', 'manylinux_2_28_x86_64', '--platform', 'linux_x86_64']
-    base = [sys.executable, '-m', 'pip', 'download', '-q', '--no-deps', '--dest', str(dest), '--python-version', pyver, '--implementation', 'cp', *plat, '--only-binary=:all:']
+    abi = ['--abi', 'cp' + pyver.replace('.', ''), '--abi', 'abi3', '--abi', 'none']  # that interpreter's compiled wheels, the stable ABI's, pure Python
+    base = [sys.executable, '-m', 'pip', 'download', '-q', '--no-deps', '--dest', str(dest), '--python-version', pyver, '--implementation', 'cp', *abi, *plat, '--only-binary=:all:']
     specs = [f'{n}=={v}' for n, v in need.items()]
     if subprocess.run(base + specs).returncode == 0: return
     for s in specs:  # one at a time, so that one sdist-only package does not block the others
@@ -86,6 +87,8 @@ def main(argv=None):
     download(need, dest, a.python_version)
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '--wheel-dir', str(dest), str(ROOT)], check=True)
     ws = sorted(dest.glob('*.whl'))
+    (dest/'wheels.json').write_text(json.dumps(dict(target=dict(python=a.python_version, implementation='cp', abi='cp' + a.python_version.replace('.', '')),
+                                                    wheels=[w.name for w in ws]), indent=2))  # which interpreter these are for
     print(f"{len(ws)} wheels in {dest}, {sum(w.stat().st_size for w in ws)/2**20:.1f} MB", flush=True)
 
 if __name__ == '__main__': main()
