@@ -97,8 +97,8 @@ def kernel_venv(image:Path, dest:Path)->Path:
 
 
 def _mount_ok()->bool:
-    "Whether kernels can see the sandbox at /kaggle: root, `unshare`, and a bind mount that works."
-    if os.geteuid() != 0 or not shutil.which('unshare'): return False
+    "Whether kernels can see the sandbox at /kaggle: root, `unshare`, and a bind mount that works (PADDY_SANDBOX_MOUNT=0: use ../input)."
+    if os.environ.get('PADDY_SANDBOX_MOUNT') == '0' or os.geteuid() != 0 or not shutil.which('unshare'): return False
     try: Path('/kaggle').mkdir(exist_ok=True)  # an empty folder to mount on; each kernel mounts its own sandbox there, privately
     except OSError: return False
     r = subprocess.run(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind /tmp /kaggle'], capture_output=True, timeout=30)
