@@ -17,8 +17,8 @@ from .collab_data import check_ratings, lowrank_ratings
 
 # %% auto 0
 __all__ = ['collab_split', 'collab_vocab', 'collab_codes', 'TensorCollab', 'TensorCollabDL', 'TensorCollabDataLoaders',
-           'fast_collab_dls', 'LeanLearner', 'fast_collab_learner', 'adamw_fused', 'LazyAdamW', 'lazy_adamw',
-           'FastEmbedding', 'fast_embeddings', 'keep_freed_memory']
+           'fast_collab_dls', 'LeanLearner', 'PlainLoss', 'plain_mse_flat', 'fast_collab_learner', 'adamw_fused',
+           'LazyAdamW', 'lazy_adamw', 'FastEmbedding', 'fast_embeddings', 'keep_freed_memory']
 
 # %% ../nbs/ref/02_fastcollab.ipynb
 def collab_split(n:int, # number of ratings
@@ -219,10 +219,18 @@ class LeanLearner(Learner):
             cache[key] = [cb for cb in self.cbs.sorted('order') if event_name=='after_fit' or _defines(cb, event_name)]
         for cb in cache[key]: cb(event_name)
 
+class PlainLoss(BaseLoss):
+    "fastai's `BaseLoss` on plain tensors: the same value, without `TensorBase`'s `__torch_function__` on each op of the loss, its backward and the `Recorder`"
+    def _contiguous(self, x): return x.transpose(self.axis,-1).contiguous().as_subclass(Tensor) if isinstance(x, Tensor) else x
+
+def plain_mse_flat(axis:int=-1)->PlainLoss:
+    "`MSELossFlat` as a `PlainLoss`"
+    return PlainLoss(nn.MSELoss, axis=axis, floatify=True, is_2d=False)
+
 @delegates(collab_learner)
 def fast_collab_learner(dls, **kwargs)->LeanLearner:
-    "`collab_learner`, returning a `LeanLearner`."
-    learn = collab_learner(dls, **kwargs)
+    "`collab_learner`, returning a `LeanLearner`, with `plain_mse_flat()` as its default loss."
+    learn = collab_learner(dls, **merge(dict(loss_func=plain_mse_flat()), kwargs))
     learn.__class__ = LeanLearner
     return learn
 
