@@ -3,6 +3,7 @@
 
     python benchmarks/collab.py            # MovieLens 100k: both over a grid of batch sizes and learning rates
     python benchmarks/collab.py --scale    # 25M synthetic ratings: the fast path's epoch, RSS, MSE; stock on part of an epoch
+    python benchmarks/collab.py --profile  # where a batch of ML-100k spends its CPU time at bs 1024: stock, fast before/after
     python benchmarks/collab.py --smoke    # tiny synthetic sizes: checks the script runs (tests/test_benchmarks.py)
 
 ML-100k: every setting of a grid (bs 64..4096, lr 2e-3..2e-2, 3..5 epochs) is trained by stock fastai and by the fast
@@ -185,6 +186,57 @@ def _smoke_ratings():
     "A small low-rank set shaped like the lesson's (user, title, rating)"
     return lowrank_ratings(120, 90, density=0.5, seed=0)
 
+# --- where a batch's time goes ---------------------------------------------------------------------------------------
+
+PHASES = ['loader and Learner between batches', 'before_batch callbacks + forward', 'loss', 'backward', 'optimizer step',
+          'zero_grad + after_step/after_batch callbacks']
+
+class PhaseClock(Callback):
+    "CPU seconds of each phase of the training batches (see `PHASES`), summed over the fit"
+    order = -1000  # first at every event: a phase runs from this callback's call at one event to its call at the next
+    def before_fit(self): self.t,self.last = dict.fromkeys(PHASES, 0.),None
+    def _tick(self, phase):
+        now = time.process_time()
+        if phase is not None and self.last is not None and self.training: self.t[phase] += now-self.last
+        self.last = now
+    def before_batch(self): self._tick(PHASES[0])
+    def after_pred(self): self._tick(PHASES[1])
+    def after_loss(self): self._tick(PHASES[2])
+    def before_step(self): self._tick(PHASES[3])
+    def after_step(self): self._tick(PHASES[4])
+    def after_batch(self): self._tick(PHASES[5])
+    def before_validate(self): self.last = None
+    def before_train(self): self.last = None
+
+def profile(args):
+    "Per training batch at `--profile-bs`, CPU ms in each phase: stock, the fast path with fastai's `MSELossFlat`, and the fast path as it is"
+    ratings = load_movielens()[['user','title','rating']]
+    bs,ep = args.profile_bs,args.profile_epochs
+    def stock(): return collab_learner(CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=args.seed), n_factors=50, y_range=(0,5.5))
+    def fast(**kw):
+        dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=args.seed, device='cpu', replace=True)
+        return fast_embeddings_learner(dls, **kw)
+    paths = {'stock (CollabDataLoaders + collab_learner + fastai Adam)': stock,
+             'fast path, with MSELossFlat (before)': lambda: fast(loss_func=MSELossFlat()), 'fast path (after: PlainLoss)': fast}
+    lines = [f"`python benchmarks/collab.py --profile`: MovieLens 100k, bs {bs}, `fit_one_cycle({ep}, 5e-3, wd=0.1)` sampling with replacement, "
+             f"one torch thread; CPU ms per training batch in each phase (validation not counted), best of 3 fits. Load average at the start {args.load0}.", '',
+             '| phase | ' + ' | '.join(paths) + ' |', '|---|' + '---:|'*len(paths)]
+    res = {}
+    for name,mk in paths.items():
+        best = None
+        for _ in range(3):
+            learn = mk(); clock = PhaseClock(); set_seed(args.seed)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(ep, 5e-3, wd=0.1, cbs=clock)
+            nb = ep*len(learn.dls.train)
+            t = {k:v/nb*1e3 for k,v in clock.t.items()}
+            if best is None or sum(t.values())<sum(best.values()): best = t
+        res[name] = best
+        print(f"{name}: " + ', '.join(f'{k} {v:.3f}' for k,v in best.items()) + f"; total {sum(best.values()):.3f} ms", flush=True)
+    for ph in PHASES: lines.append(f"| {ph} | " + ' | '.join(f'{res[n][ph]:.3f}' for n in paths) + ' |')
+    lines.append('| **total per batch** | ' + ' | '.join(f'**{sum(res[n].values()):.3f}**' for n in paths) + ' |')
+    lines += ['', f"Load average at the end {load_avg()}."]
+    return '\n'.join(lines)
+
 # --- 25M ratings ----------------------------------------------------------------------------------------------------
 
 def scale_ratings(args):
@@ -304,8 +356,8 @@ def quality_1m(args, df, sdls):
         lines.append(f"| {name} | {bs:,} | {lr:g} | {' '.join(f'{m:.4f}' for m in r['mses'])} | {r['cpu'][-1]:.1f} |")
     return lines
 
-def fast_embeddings_learner(dls):
-    learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)
+def fast_embeddings_learner(dls, **kwargs):
+    learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused, **kwargs)
     fast_embeddings(learn.model)
     return learn
 
@@ -320,6 +372,9 @@ def header():
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--scale', action='store_true', help='the MovieLens-25M-sized synthetic benchmark')
+    p.add_argument('--profile', action='store_true', help='where a training batch of ML-100k spends its CPU time, stock and fast')
+    p.add_argument('--profile-bs', type=int, default=1024)
+    p.add_argument('--profile-epochs', type=int, default=2)
     p.add_argument('--smoke', action='store_true', help='tiny sizes: checks that the script runs; figures mean nothing')
     p.add_argument('--results', help=f'folder for the markdown tables, collab.md or collab_scale.md (default {RESULTS}; with --smoke: none written)')
     p.add_argument('--seed', type=int, default=42)
@@ -350,8 +405,8 @@ if __name__=='__main__':
     torch.set_num_threads(1)
     header()
     args.load0 = load_avg()
-    md = scale(args) if args.scale else ml100k(args)
+    md = scale(args) if args.scale else profile(args) if args.profile else ml100k(args)
     print('\n'+md)
     if args.results or not args.smoke:
         out = Path(args.results or RESULTS); out.mkdir(parents=True, exist_ok=True)
-        (out/('collab_scale.md' if args.scale else 'collab.md')).write_text(md+'\n')
+        (out/('collab_scale.md' if args.scale else 'collab_profile.md' if args.profile else 'collab.md')).write_text(md+'\n')
