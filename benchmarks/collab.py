@@ -363,6 +363,12 @@ def fast_embeddings_learner(dls, **kwargs):
 
 # --- main -----------------------------------------------------------------------------------------------------------
 
+def wait_for_quiet(below:float, timeout:float=600):
+    "Sleep until the 1-minute load average is below `below` (run under `flock -x /work/heavy.lock`, it falls as other jobs finish)"
+    t = time.time()
+    while os.getloadavg()[0]>=below and time.time()-t<timeout: time.sleep(5)
+    print(f"# waited {time.time()-t:.0f} s for a 1-minute load average below {below}: now {load_avg()}", flush=True)
+
 def header():
     print(f"# benchmarks/collab.py {' '.join(sys.argv[1:])}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  host cpus={os.cpu_count()}  torch threads={torch.get_num_threads()}  "
@@ -384,6 +390,7 @@ def parse(argv=None):
     p.add_argument('--runs', type=int, default=3, help='runs of each setting; the median counts')
     p.add_argument('--sampling', nargs='*', default=list(SAMPLINGS), choices=list(SAMPLINGS), help='the samplings to compare (one table each)')
     p.add_argument('--target', type=float, default=TARGET, help='ML-100k: the valid MSE to reach')
+    p.add_argument('--quiet-load', type=float, default=1.5, help='wait (up to 10 minutes) for the 1-minute load average to fall below this before starting (0: no wait)')
     p.add_argument('--n-ratings', type=int, default=25_000_000)
     p.add_argument('--scale-bs', type=int, nargs='*', default=[262144, 65536])
     p.add_argument('--scale-opt', nargs='*', default=['fused:1e-1', 'fused:3e-2'], help='one per --scale-bs: fused|lazy:lr')
@@ -404,6 +411,7 @@ if __name__=='__main__':
     args = parse()
     torch.set_num_threads(1)
     header()
+    if args.quiet_load and not args.smoke: wait_for_quiet(args.quiet_load)
     args.load0 = load_avg()
     md = scale(args) if args.scale else profile(args) if args.profile else ml100k(args)
     print('\n'+md)
