@@ -3,13 +3,15 @@
 
     python benchmarks/collab.py            # MovieLens 100k: both over a grid of batch sizes and learning rates
     python benchmarks/collab.py --scale    # 25M synthetic ratings: the fast path's epoch, RSS, MSE; stock on part of an epoch
+    python benchmarks/collab.py --profile  # where a batch of ML-100k spends its CPU time at bs 1024: stock, fast before/after
     python benchmarks/collab.py --smoke    # tiny synthetic sizes: checks the script runs (tests/test_benchmarks.py)
 
-ML-100k: the target is the valid MSE of the lesson's configuration (stock `CollabDataLoaders` + `collab_learner`, bs=64,
-`fit_one_cycle(5, 5e-3, wd=0.1)`, n_factors=50, y_range=(0,5.5), items = titles, seed 42). Every setting of the grid
-is trained by stock fastai and by the fast path; the time of a run is the CPU time (user+sys of this one-thread process)
-from the call to `fit_one_cycle` to the end of the first epoch whose valid MSE is at or below the target (epoch-end
-checks, validation included). The headline is the ratio of stock's best time to the fast path's best.
+ML-100k: every setting of a grid (bs 64..4096, lr 2e-3..2e-2, 3..5 epochs) is trained by stock fastai and by the fast
+path, under one sampling at a time: with replacement (stock's default) and as a permutation (stock given a permutation
+loader); each setting runs 3 times and the median counts. The time of a run is the CPU time (user+sys of this one-thread
+process) from the call to `fit_one_cycle` to the end of the first epoch whose valid MSE reaches 07_collab's stock figure
+(0.8445; epoch-end checks, validation included; the fit stops there). The headline, for each sampling, is stock's best
+median time against the fast path's best under the same sampling.
 The tables are also written as markdown to `benchmarks/results/collab.md` (`collab_scale.md` for `--scale`).
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 import numpy as np, pandas as pd, torch
 from fastai.basics import *
 from fastai.collab import CollabDataLoaders, collab_learner, EmbeddingDotBias
+from fastai.tabular.core import TabDataLoader
 from paddy_collab.collab_data import load_movielens, lowrank_ratings
 from paddy_collab.fastcollab import *
 
@@ -71,85 +74,168 @@ class StopAfter(Callback):
 
 # --- MovieLens 100k: the grid ---------------------------------------------------------------------------------------
 
-# A good stock user's grid: the lesson's lr at bs=64; larger batches want larger learning rates (about sqrt(bs) scaling),
-# and a shorter schedule can reach the target sooner. The fast path runs exactly the same grid.
-GRID = [(64, 5e-3, 5), (512, 5e-3, 5), (512, 1e-2, 5), (512, 1e-2, 3), (1024, 5e-3, 5), (1024, 1e-2, 5), (1024, 2e-2, 5),
-        (1024, 2e-2, 3), (4096, 1e-2, 5), (4096, 3e-2, 5), (4096, 5e-2, 5), (4096, 5e-2, 3)]
-LESSON = (64, 5e-3, 5)
+# Every combination of these, for both paths and both samplings; each setting runs `--runs` times (training seeds
+# seed, seed+1, ...; the split is always `--seed`'s) and the median counts.
+BS,LRS,EPOCHS = [64, 256, 1024, 2048, 4096],[2e-3, 5e-3, 1e-2, 2e-2],[3, 4, 5]
+TARGET = 0.8445  # 07_collab's stock `collab_learner` figure: bs 64, fit_one_cycle(5, 5e-3, wd=0.1), seed 42
+SAMPLINGS = {'replace': "with replacement (stock fastai's `TabWeightedDL`; the fast path with `replace=True`)",
+             'perm': "a permutation each epoch (stock given `dl_type=TabDataLoader`; the fast path's default)"}
 
-def stock_run(ratings, bs, lr, epochs, seed, wd=0.1):
-    "Stock fastai: `CollabDataLoaders.from_df` + `collab_learner`"
-    c = cpu_s(); dls = CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed); c_dls = cpu_s()-c
-    set_seed(seed)
+def stock_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None):
+    "Stock fastai: `CollabDataLoaders.from_df` + `collab_learner`; `sampling='perm'` swaps its `TabWeightedDL` for a permutation loader"
+    kw = dict(dl_type=TabDataLoader) if sampling=='perm' else {}
+    c = cpu_s(); dls = CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, **kw); c_dls = cpu_s()-c
+    set_seed(seed+run)
     learn = collab_learner(dls, n_factors=50, y_range=(0,5.5))
-    return fit(learn, lr, epochs, wd, c_dls)
+    return fit(learn, lr, epochs, wd, c_dls, target)
 
-def fast_run(ratings, bs, lr, epochs, seed, wd=0.1):
-    "The fast path: `TensorCollabDataLoaders` + `fast_collab_learner` (`LeanLearner`) + `adamw_fused` + `fast_embeddings`"
-    c = cpu_s(); dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, device='cpu'); c_dls = cpu_s()-c
-    set_seed(seed)
+def fast_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None):
+    "The fast path: `TensorCollabDataLoaders` + `fast_collab_learner` (`LeanLearner`, plain loss) + `adamw_fused` + `fast_embeddings`"
+    c = cpu_s()
+    dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, device='cpu', replace=sampling=='replace')
+    c_dls = cpu_s()-c
+    set_seed(seed+run)
     learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)
     fast_embeddings(learn.model)
-    return fit(learn, lr, epochs, wd, c_dls)
+    return fit(learn, lr, epochs, wd, c_dls, target)
 
-def fit(learn, lr, epochs, wd, c_dls):
-    "`fit_one_cycle` with an `EpochClock`: CPU and wall time at each epoch's end, with its valid MSE"
+class StopAtTarget(Callback):
+    "Stop the fit at the end of the first epoch whose valid MSE is at or below `target` (the time to it is all that counts)"
+    order = 101
+    def __init__(self, target): self.target = target
+    def after_epoch(self):
+        if self.recorder.values and self.recorder.values[-1][1]<=self.target+1e-9: raise CancelFitException()
+
+def fit(learn, lr, epochs, wd, c_dls, target=None):
+    "`fit_one_cycle` with an `EpochClock`: CPU and wall time at each epoch's end, with its valid MSE (stopped at `target` if given)"
     gc.collect()
     clock = EpochClock()
+    cbs = [clock] if target is None else [clock, StopAtTarget(target)]
     with learn.no_bar(), learn.no_logging():
         clock.start()
-        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=clock)
+        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=cbs)
     return dict(mses=[float(v[1]) for v in learn.recorder.values], cpu=clock.cpu, wall=clock.ends, c_dls=c_dls)
 
 def time_to(r, target):
     "(CPU s, wall s, epoch) at the end of the first epoch whose valid MSE <= target, or None"
     return next(((c,w,e+1) for e,(m,c,w) in enumerate(zip(r['mses'], r['cpu'], r['wall'])) if m<=target+1e-9), None)
 
-def ml100k_table(ratings, grid, lesson, seed):
-    "Rows of (setting, path, result) for the whole grid, and the target (the lesson configuration's final stock MSE)"
+def median_time(runs, target):
+    "Median over `runs` of the CPU seconds to `target` (a run that never reaches it counts as infinite), and the median epoch"
+    ts = [time_to(r, target) for r in runs]
+    cpu = float(np.median([t[0] if t else np.inf for t in ts]))
+    ep = float(np.median([t[2] if t else np.inf for t in ts]))
+    return cpu,ep,sum(t is not None for t in ts)
+
+def ml100k_table(ratings, grid, seed, runs, samplings, target):
+    "{(sampling, setting, path): [result of each run]} over the whole grid"
     rows = {}
     for f in (stock_run, fast_run): f(ratings.iloc[:5000], 256, 1e-2, 1, seed)  # warm-up, untimed: first-call costs (kernels, imports)
-    for s in [lesson]+[g for g in grid if g!=lesson]:
-        for name,f in (('stock',stock_run),('fast',fast_run)):
-            rows[s,name] = r = f(ratings, *s, seed)
-            print(f"  {name:5} bs={s[0]:<5} lr={s[1]:<6g} epochs={s[2]}: fit {r['cpu'][-1]:6.2f} CPU-s ({r['wall'][-1]:6.2f} s wall), "
-                  f"valid MSE " + ' '.join(f'{m:.4f}' for m in r['mses']), flush=True)
-    return rows,rows[lesson,'stock']['mses'][-1]
+    for smp in samplings:
+        for s in grid:
+            for name,f in (('stock',stock_run),('fast',fast_run)):
+                rows[smp,s,name] = rs = [f(ratings, *s, seed, run=i, sampling=smp, target=target) for i in range(runs)]
+                cpu,ep,n = median_time(rs, target)
+                print(f"  {smp:7} {name:5} bs={s[0]:<5} lr={s[1]:<6g} epochs={s[2]}: to target {cpu:7.3f} CPU-s (median of {runs}, "
+                      f"{n} reached), valid MSE of each run " + '; '.join(' '.join(f'{m:.4f}' for m in r['mses']) for r in rs), flush=True)
+    return rows
 
-def ml100k_markdown(rows, target, lesson):
-    "The grid as a markdown table, and the two ratios"
-    lines = [f"| bs | lr | epochs | path | valid MSE per epoch | CPU-s to MSE ≤ {target:.4f} (epoch) | whole fit, CPU-s | DataLoaders, CPU-s |",
-             "|---:|---:|---:|---|---|---:|---:|---:|"]
-    best = {}
-    for (s,name),r in rows.items():
-        t = time_to(r, target)
-        if t is not None and (name not in best or t[0]<best[name][1][0]): best[name] = (s,t)
-        reach = f"{t[0]:.3f} ({t[2]})" if t else 'not reached'
-        lines.append(f"| {s[0]} | {s[1]:g} | {s[2]} | {name} | {' '.join(f'{m:.4f}' for m in r['mses'])} | {reach} | "
-                     f"{r['cpu'][-1]:.3f} | {r['c_dls']:.3f} |")
-    (sb,tb),(fb,tf) = best['stock'],best['fast']
-    t64 = time_to(rows[lesson,'stock'], target)
-    lines += ['', f"stock's best: bs={sb[0]}, lr={sb[1]:g}, {sb[2]} epochs, {tb[0]:.3f} CPU-s (epoch {tb[2]}); "
-                  f"fast path's best: bs={fb[0]}, lr={fb[1]:g}, {fb[2]} epochs, {tf[0]:.3f} CPU-s (epoch {tf[2]})", '',
-              f"ratio vs stock best: {tb[0]/tf[0]:.1f}×", '', f"ratio vs stock bs={lesson[0]}: {t64[0]/tf[0]:.1f}×"]
-    return '\n'.join(lines)
+def ml100k_markdown(rows, target, runs, samplings):
+    "One table per sampling, each with its headline: stock's best median time against the fast path's, under that sampling"
+    out = []
+    for smp in samplings:
+        lines = [f"**Sampling: {SAMPLINGS[smp]}.**", '',
+                 f"| bs | lr | epochs | path | valid MSE per epoch (run 1; stopped at the target) | CPU-s to MSE ≤ {target:.4f}, median of {runs} (epoch) | runs reaching it | DataLoaders, CPU-s |",
+                 "|---:|---:|---:|---|---|---:|---:|---:|"]
+        best = {}
+        for (sm,s,name),rs in rows.items():
+            if sm!=smp: continue
+            cpu,ep,n = median_time(rs, target)
+            if np.isfinite(cpu) and (name not in best or cpu<best[name][1]): best[name] = (s,cpu,ep)
+            reach = f"{cpu:.3f} ({ep:g})" if np.isfinite(cpu) else 'not reached'
+            lines.append(f"| {s[0]} | {s[1]:g} | {s[2]} | {name} | {' '.join(f'{m:.4f}' for m in rs[0]['mses'])} | {reach} | {n}/{runs} | "
+                         f"{np.median([r['c_dls'] for r in rs]):.3f} |")
+        if {'stock','fast'} <= set(best):
+            (sb,tb,eb),(fb,tf,ef) = best['stock'],best['fast']
+            lines += ['', f"stock's best: bs={sb[0]}, lr={sb[1]:g}, {sb[2]} epochs, {tb:.3f} CPU-s (epoch {eb:g}); "
+                          f"fast path's best: bs={fb[0]}, lr={fb[1]:g}, {fb[2]} epochs, {tf:.3f} CPU-s (epoch {ef:g})", '',
+                      f"ratio, {smp}: {tb/tf:.1f}×"]
+        else: lines += ['', f"ratio, {smp}: not measured (a path never reached the target)"]
+        out.append('\n'.join(lines))
+    return '\n\n'.join(out)
 
 def ml100k(args):
     ratings = (load_movielens() if not args.smoke else _smoke_ratings())[['user','title','rating']]
-    grid,lesson = (GRID,LESSON) if not args.smoke else ([(64,5e-3,2),(256,1e-2,2)],(64,5e-3,2))
-    print(f"## {'MovieLens 100k' if not args.smoke else 'SMOKE (tiny synthetic set)'}: {len(ratings):,} ratings; target: the valid MSE of "
-          f"stock at bs={lesson[0]}, fit_one_cycle({lesson[2]}, {lesson[1]:g}, wd=0.1), seed {args.seed}", flush=True)
-    rows,target = ml100k_table(ratings, grid, lesson, args.seed)
-    md = ml100k_markdown(rows, target, lesson)
-    head = (f"`python benchmarks/collab.py{' --smoke' if args.smoke else ''}`: one process, one torch thread, {len(ratings):,} ratings; "
-            f"times are CPU seconds (user+sys) from `fit_one_cycle` to the end of the first epoch whose valid MSE reaches the lesson "
-            f"configuration's final MSE (stock, bs={lesson[0]}, lr {lesson[1]:g}, {lesson[2]} epochs: {target:.4f}), validation included. "
+    if args.smoke: args.bs,args.lr,args.epochs,args.runs = args.bs or [64, 256],args.lr or [1e-2],args.epochs or [2],min(args.runs, 2)
+    bss,lrs,eps = args.bs or BS,args.lr or LRS,args.epochs or EPOCHS
+    grid = [(b,l,e) for b in bss for l in lrs for e in eps]
+    target = args.target if not args.smoke else 10.
+    print(f"## {'MovieLens 100k' if not args.smoke else 'SMOKE (tiny synthetic set)'}: {len(ratings):,} ratings; target valid MSE {target:.4f}; "
+          f"{len(grid)} settings x 2 paths x {len(args.sampling)} samplings x {args.runs} runs", flush=True)
+    rows = ml100k_table(ratings, grid, args.seed, args.runs, args.sampling, target)
+    md = ml100k_markdown(rows, target, args.runs, args.sampling)
+    head = (f"`python benchmarks/collab.py {' '.join(sys.argv[1:])}`: one process, one torch thread, {len(ratings):,} ratings, n_factors=50, "
+            f"y_range=(0, 5.5), wd=0.1, `fit_one_cycle`, split seed {args.seed}; grid bs {bss}, lr {[f'{l:g}' for l in lrs]}, epochs {eps}; "
+            f"each setting run {args.runs} times (training seeds {args.seed}..{args.seed+args.runs-1}). Times are CPU seconds (user+sys) from "
+            f"`fit_one_cycle` to the end of the first epoch whose valid MSE reaches {target:.4f} (07_collab's stock `collab_learner` figure, "
+            f"bs 64, 5 epochs at 5e-3), validation included; the median of the runs counts (a run that never reaches it counts as infinite). "
             f"Load average at the start {args.load0}, at the end {load_avg()}.")
     return head+'\n\n'+md
 
 def _smoke_ratings():
     "A small low-rank set shaped like the lesson's (user, title, rating)"
     return lowrank_ratings(120, 90, density=0.5, seed=0)
+
+# --- where a batch's time goes ---------------------------------------------------------------------------------------
+
+PHASES = ['loader and Learner between batches', 'before_batch callbacks + forward', 'loss', 'backward', 'optimizer step',
+          'zero_grad + after_step/after_batch callbacks']
+
+class PhaseClock(Callback):
+    "CPU seconds of each phase of the training batches (see `PHASES`), summed over the fit"
+    order = -1000  # first at every event: a phase runs from this callback's call at one event to its call at the next
+    def before_fit(self): self.t,self.last = dict.fromkeys(PHASES, 0.),None
+    def _tick(self, phase):
+        now = time.process_time()
+        if phase is not None and self.last is not None and self.training: self.t[phase] += now-self.last
+        self.last = now
+    def before_batch(self): self._tick(PHASES[0])
+    def after_pred(self): self._tick(PHASES[1])
+    def after_loss(self): self._tick(PHASES[2])
+    def before_step(self): self._tick(PHASES[3])
+    def after_step(self): self._tick(PHASES[4])
+    def after_batch(self): self._tick(PHASES[5])
+    def before_validate(self): self.last = None
+    def before_train(self): self.last = None
+
+def profile(args):
+    "Per training batch at `--profile-bs`, CPU ms in each phase: stock, the fast path with fastai's `MSELossFlat`, and the fast path as it is"
+    ratings = load_movielens()[['user','title','rating']]
+    bs,ep = args.profile_bs,args.profile_epochs
+    def stock(): return collab_learner(CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=args.seed), n_factors=50, y_range=(0,5.5))
+    def fast(**kw):
+        dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=args.seed, device='cpu', replace=True)
+        return fast_embeddings_learner(dls, **kw)
+    paths = {'stock (CollabDataLoaders + collab_learner + fastai Adam)': stock,
+             'fast path, with MSELossFlat (before)': lambda: fast(loss_func=MSELossFlat()), 'fast path (after: PlainLoss)': fast}
+    lines = [f"`python benchmarks/collab.py --profile`: MovieLens 100k, bs {bs}, `fit_one_cycle({ep}, 5e-3, wd=0.1)` sampling with replacement, "
+             f"one torch thread; CPU ms per training batch in each phase (validation not counted), best of 3 fits. Load average at the start {args.load0}.", '',
+             '| phase | ' + ' | '.join(paths) + ' |', '|---|' + '---:|'*len(paths)]
+    res = {}
+    for name,mk in paths.items():
+        best = None
+        for _ in range(3):
+            learn = mk(); clock = PhaseClock(); set_seed(args.seed)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(ep, 5e-3, wd=0.1, cbs=clock)
+            nb = ep*len(learn.dls.train)
+            t = {k:v/nb*1e3 for k,v in clock.t.items()}
+            if best is None or sum(t.values())<sum(best.values()): best = t
+        res[name] = best
+        print(f"{name}: " + ', '.join(f'{k} {v:.3f}' for k,v in best.items()) + f"; total {sum(best.values()):.3f} ms", flush=True)
+    for ph in PHASES: lines.append(f"| {ph} | " + ' | '.join(f'{res[n][ph]:.3f}' for n in paths) + ' |')
+    lines.append('| **total per batch** | ' + ' | '.join(f'**{sum(res[n].values()):.3f}**' for n in paths) + ' |')
+    lines += ['', f"Load average at the end {load_avg()}."]
+    return '\n'.join(lines)
 
 # --- 25M ratings ----------------------------------------------------------------------------------------------------
 
@@ -270,12 +356,18 @@ def quality_1m(args, df, sdls):
         lines.append(f"| {name} | {bs:,} | {lr:g} | {' '.join(f'{m:.4f}' for m in r['mses'])} | {r['cpu'][-1]:.1f} |")
     return lines
 
-def fast_embeddings_learner(dls):
-    learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)
+def fast_embeddings_learner(dls, **kwargs):
+    learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused, **kwargs)
     fast_embeddings(learn.model)
     return learn
 
 # --- main -----------------------------------------------------------------------------------------------------------
+
+def wait_for_quiet(below:float, timeout:float=600):
+    "Sleep until the 1-minute load average is below `below` (run under `flock -x /work/heavy.lock`, it falls as other jobs finish)"
+    t = time.time()
+    while os.getloadavg()[0]>=below and time.time()-t<timeout: time.sleep(5)
+    print(f"# waited {time.time()-t:.0f} s for a 1-minute load average below {below}: now {load_avg()}", flush=True)
 
 def header():
     print(f"# benchmarks/collab.py {' '.join(sys.argv[1:])}")
@@ -286,9 +378,19 @@ def header():
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--scale', action='store_true', help='the MovieLens-25M-sized synthetic benchmark')
+    p.add_argument('--profile', action='store_true', help='where a training batch of ML-100k spends its CPU time, stock and fast')
+    p.add_argument('--profile-bs', type=int, default=1024)
+    p.add_argument('--profile-epochs', type=int, default=2)
     p.add_argument('--smoke', action='store_true', help='tiny sizes: checks that the script runs; figures mean nothing')
     p.add_argument('--results', help=f'folder for the markdown tables, collab.md or collab_scale.md (default {RESULTS}; with --smoke: none written)')
     p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--bs', type=int, nargs='*', help=f'ML-100k batch sizes (default {BS})')
+    p.add_argument('--lr', type=float, nargs='*', help=f'ML-100k learning rates (default {LRS})')
+    p.add_argument('--epochs', type=int, nargs='*', help=f'ML-100k epochs of the one-cycle schedule (default {EPOCHS})')
+    p.add_argument('--runs', type=int, default=3, help='runs of each setting; the median counts')
+    p.add_argument('--sampling', nargs='*', default=list(SAMPLINGS), choices=list(SAMPLINGS), help='the samplings to compare (one table each)')
+    p.add_argument('--target', type=float, default=TARGET, help='ML-100k: the valid MSE to reach')
+    p.add_argument('--quiet-load', type=float, default=1.5, help='wait (up to 10 minutes) for the 1-minute load average to fall below this before starting (0: no wait)')
     p.add_argument('--n-ratings', type=int, default=25_000_000)
     p.add_argument('--scale-bs', type=int, nargs='*', default=[262144, 65536])
     p.add_argument('--scale-opt', nargs='*', default=['fused:1e-1', 'fused:3e-2'], help='one per --scale-bs: fused|lazy:lr')
@@ -309,9 +411,10 @@ if __name__=='__main__':
     args = parse()
     torch.set_num_threads(1)
     header()
+    if args.quiet_load and not args.smoke: wait_for_quiet(args.quiet_load)
     args.load0 = load_avg()
-    md = scale(args) if args.scale else ml100k(args)
+    md = scale(args) if args.scale else profile(args) if args.profile else ml100k(args)
     print('\n'+md)
     if args.results or not args.smoke:
         out = Path(args.results or RESULTS); out.mkdir(parents=True, exist_ok=True)
-        (out/('collab_scale.md' if args.scale else 'collab.md')).write_text(md+'\n')
+        (out/('collab_scale.md' if args.scale else 'collab_profile.md' if args.profile else 'collab.md')).write_text(md+'\n')

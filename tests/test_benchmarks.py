@@ -1,7 +1,7 @@
 "Every benchmark runs at tiny size (so none can rot unseen), and README.md shows each committed result table verbatim."
 import os, re, subprocess, sys
 from pathlib import Path
-import pytest
+import pandas as pd, pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'benchmarks'/'results'
@@ -14,12 +14,19 @@ def bench(script, *args, timeout=600):
     return r.stdout
 
 def test_collab_smoke(tmp_path):
+    "The like-for-like tables, one per sampling, each with its headline; even at smoke size the fast path takes less CPU than stock at every setting"
     out = bench('collab.py', '--smoke', '--results', tmp_path)
     md = (tmp_path/'collab.md').read_text()
     assert md.strip() in out  # the markdown it writes is what it prints
-    assert re.search(r'^ratio vs stock best: \d+\.\d×$', md, re.M) and re.search(r'^ratio vs stock bs=64: \d+\.\d×$', md, re.M)
-    rows = [l for l in md.splitlines() if l.startswith('| 64 |') or l.startswith('| 256 |')]
-    assert sorted(l.split(' | ')[3] for l in rows) == ['fast', 'fast', 'stock', 'stock']  # a stock and a fast row per setting
+    assert 'median of 2' in md
+    for smp in ('replace', 'perm'):
+        ratio = float(re.search(rf'^ratio, {smp}: (\d+\.\d)×$', md, re.M).group(1))
+        assert ratio > 1, (smp, ratio)
+    for table in md.split('**Sampling:')[1:]:
+        rows = [l.split(' | ') for l in table.splitlines() if l.startswith('| 64 |') or l.startswith('| 256 |')]
+        assert sorted(r[3] for r in rows) == ['fast', 'fast', 'stock', 'stock']  # a stock and a fast row per setting
+        t = {(r[0], r[3]): float(r[5].split()[0]) for r in rows}
+        assert all(t[b,'fast'] < t[b,'stock'] for b in ('| 64', '| 256')), t
 
 def test_collab_scale_smoke(tmp_path):
     out = bench('collab.py', '--scale', '--smoke', '--results', tmp_path)
@@ -36,12 +43,21 @@ def test_imports_smoke(tmp_path):
     out = bench('imports.py', '--repeat', '1', '--only', 'paddy_collab.core', '--results', tmp_path)
     assert '| `paddy_collab.core` |' in (tmp_path/'imports.md').read_text() and 'paddy_collab.core' in out
 
+def search_table(md):
+    "The search table of one protocol's section of collab_quality.md, as `search` returns it (recipe, mse, cpu_s)"
+    rows = [l.split('|')[1:4] for l in md.splitlines() if l.startswith('| ') and not l.startswith('| recipe')]
+    return pd.DataFrame([(r.strip(), float(m), float(c)) for r,m,c in rows], columns=['recipe', 'mse', 'cpu_s'])
+
 def test_committed_best_is_the_rules_pick():
-    "`BEST` is what `pick_best` chose from the committed search on the lesson's training ratings"
-    from paddy_collab.collab_best import BEST, CANDIDATES
-    lesson = (RESULTS/'collab_quality.md').read_text().split('### u1')[0]  # the lesson protocol's search
-    pick = re.search(r'picked by `pick_best`: \*\*(.+?)\*\*', lesson).group(1)
-    assert CANDIDATES[pick] == BEST
+    "`pick_best` applied to each committed search table (not the pick printed beside it) gives the recipe `BEST` is"
+    from paddy_collab.collab_best import BEST, CANDIDATES, pick_best
+    md = (RESULTS/'collab_quality.md').read_text()
+    for section in md.split('### ')[1:3]:  # the lesson protocol's search, then u1's
+        table = search_table(section.split('picked by')[0])
+        assert len(table) >= 4, table
+        pick = pick_best(table)
+        assert CANDIDATES[pick] == BEST, pick
+        assert re.search(rf'picked by `pick_best`: \*\*{re.escape(pick)}\*\*', section)
 
 RESULT_FILES = sorted(p.name for p in RESULTS.glob('*.md'))
 

@@ -233,22 +233,3 @@ def test_usage():
     assert distrib_main([]) == 2 and distrib_main(['-m']) == 2
     cmd = launch_cmd(['-m', 'paddy_collab.cli', 'train-paddy', 'x'], num_processes=8, num_machines=2, machine_rank=1, main_process_ip='10.1.2.3')
     assert cmd[cmd.index('--num_processes')+1] == '8' and cmd[cmd.index('--main_process_ip')+1] == '10.1.2.3'
-
-@pytest.mark.skipif(not os.environ.get('PADDY_BENCH'), reason='benchmark: set PADDY_BENCH=1')
-def test_throughput(tmp_path):
-    "Print training throughput in 1 process (1 and 2 threads) and in 2 processes (1 thread each), side by side in one run."
-    from paddy_collab.synth import synth_paddy
-    paddy = synth_paddy(tmp_path/'paddy', n_per_class=8, n_test=6, size=(64, 80))
-    print('\n' + os.popen('uptime').read().strip())
-    rows = []
-    for nproc, threads in [(1, 1), (1, 2), (2, 1)]:
-        out = tmp_path/f'{nproc}x{threads}'/'out'
-        t = time.time()
-        if nproc == 1: run_worker(out, ['ml100k', 'paddy'], paddy, threads=threads, subprocess_=True)
-        else: run_worker(out, ['ml100k', 'paddy'], paddy, nproc=2, threads=threads)
-        wall = time.time() - t
-        m, p = load(out, 'ml100k'), load(out, 'paddy')
-        rows.append(f"{nproc} process(es) x {threads} thread(s): MovieLens fit {m['n_train']/m['secs']:8,.0f} ratings/s "
-                    f"(valid MSE {m['valid_loss']:.3f}); Paddy train() {p['n_train']/p['secs']:6.1f} images/s; launch to exit {wall:5.1f}s")
-    print('\n'.join(rows))
-    print(os.popen('uptime').read().strip())

@@ -39,9 +39,11 @@ def test_dry_train(dry_report):
     assert {r['arch'] for r in t['runs']} == {'convnext_atto', 'resnet10t'}
     for r in t['runs']:
         assert r['finite'] and r['loss_falls'] and r['train_loss_last'] < 0.9*r['train_loss_first'], r
-        assert 0 <= r['tta_test_error'] <= 1 and len(r['valid_loss']) == r['epochs']
+        assert len(r['valid_loss']) == r['epochs']
+    errs = [r['tta_test_error'] for r in t['runs']]
+    assert min(errs) < 0.9, errs  # chance is 0.9 (10 diseases): even the tiny dry run has a member that learned something (resnet10t: 0.70)
     ens = t['ensemble'][0]
-    assert len(ens['members']) == 2 and 0 <= ens['ensemble'] <= 1
+    assert ens['members'] == errs and ens['ensemble'] < 0.9 + 1e-9, ens  # the ensemble scores those members; no worse than chance
 
 def test_dry_accum_collab_images(dry_report):
     rep = dry_report[0]

@@ -136,14 +136,6 @@ def test_dls_check_each_call_or_reuse_a_report(paddy, monkeypatch):
     monkeypatch.setattr(P, 'check_paddy', lambda *a, **k: pytest.fail('the folder was checked again'))
     assert paddy_dls(paddy, size=32, bs=8, check=dls.report).report is dls.report
 
-def test_import_time():
-    "Not a timed test (timings are noisy here): prints the figure for the report."
-    import resource
-    t, c0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, '-c', 'import paddy_collab.paddy_data'], check=True)
-    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f'import paddy_collab.paddy_data: {time.time()-t:.1f}s wall, {c1.ru_utime+c1.ru_stime-c0.ru_utime-c0.ru_stime:.1f}s CPU')
-
 def test_skipped_image_gets_a_line_or_fails(paddy, capsys):
     "Each unreadable training image is named on stderr; `bad_images='raise'` fails instead (issue 15)."
     bad = paddy
