@@ -184,6 +184,7 @@ def _predict(a)->Path:
               dry_run=(False, 'write and check the CSV, but do not send it'), wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
 def _submit(a):
     from paddy_collab.kaggle import check_submission, submit
+    if a.head != 'disease': raise UsageError(f"Kaggle scores disease labels; --head {a.head} writes other ones: look at them with `paddy_collab predict --head {a.head}`")
     sample = _data(a)/'sample_submission.csv'
     out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
     with user_input(): r = check_submission(out, sample) if a.dry_run else submit(out, a.comp, a.message, sample=sample, wait=a.wait)  # submit checks the CSV too

@@ -117,14 +117,13 @@ def load_preds(fname, # a file written by `save_preds`
 
 # %% ../nbs/05_ensemble.ipynb
 def _check_vocab(preds:PredSet, head, sample:Path):
-    "Refuse `preds`' `head` if it has classes that are not labels of the competition's `train.csv` (beside `sample`): another head, or another data set."
-    csv = sample.parent/'train.csv'
-    try: labels = set(pd.read_csv(csv, dtype=str, usecols=['label']).label.dropna())
-    except (OSError, ValueError): return  # no train.csv beside it to check against
+    "Refuse `head` of `preds` if it has classes missing from its column of the competition's `train.csv` (beside `sample`): another data set, or heads mixed up."
+    csv, col = sample.parent/'train.csv', {'disease': 'label'}.get(head, head)
+    try: labels = set(pd.read_csv(csv, dtype=str, usecols=[col])[col].dropna())
+    except (OSError, ValueError): return  # no train.csv beside it, or no such column, to check against
     extra = sorted(set(preds.vocabs[preds.head_idx(head)]) - labels)
-    if not extra: return
-    hint = "submit the 'disease' head" if head != 'disease' else "train on this competition's data"
-    raise ValueError(f"head {head!r} predicts {few(extra, 3)}, which are not labels in {csv} ({few(sorted(labels), 3)}): {hint}")
+    if extra: raise ValueError(f"head {head!r} predicts {few(extra, 3)}, which are not in column {col!r} of {csv} ({few(sorted(labels), 3)}): "
+                               "were the models trained on this competition's data, with disease and variety heads in that order?")
 
 def write_submission(preds:PredSet, # predictions on the test images (one model or an `ensemble`)
                      path, # the competition folder (holding `sample_submission.csv`), or that CSV itself

@@ -55,7 +55,9 @@ def add_options(p, # an `ArgumentParser`, or an argument group of one
 
 def _at_least(lo:int):
     def _f(s:str)->int:
-        if (n := int(s)) < lo: raise argparse.ArgumentTypeError(f"must be at least {lo}, got {n}")
+        try: n = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number, got {s!r}") from None
+        if n < lo: raise argparse.ArgumentTypeError(f"must be at least {lo}, got {n}")
         return n
     return _f
 
@@ -73,8 +75,9 @@ def nonneg_int(s:str)->int:
     return _at_least(0)(s)
 
 def _finite(s:str, ok, what:str)->float:
-    x = float(s)  # 'nan', 'inf' parse: refused below
-    if not (math.isfinite(x) and ok(x)): raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+    try: x = float(s)  # 'nan', 'inf' parse: refused below
+    except ValueError: raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+    if not (math.isfinite(x) and abs(x) < 3.4e38 and ok(x)): raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
     return x
 
 def positive_float(s:str)->float:

@@ -185,7 +185,7 @@ class StopOnNaN(Callback):
         if torch.isfinite(self.learn.loss).all(): return
         phase = 'training' if self.training else 'validation'
         raise NonFiniteLoss(f"the {phase} loss is {float(self.learn.loss.detach())} at epoch {self.epoch}, batch {self.iter}: training diverged, so nothing was saved; "
-                            f"lower the learning rate (lr={self.learn.lr}) or check the data")
+                            f"lower the learning rate (it was {self.learn.opt.hypers[-1]['lr']:.3g} at that batch) or check the data")
 
 def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ...)
           size=224, # final image size (int or (height, width)), as in `aug_transforms(size=...)`

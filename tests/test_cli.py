@@ -77,7 +77,7 @@ def test_usage_errors():
     user_error(contains='required: COMMAND')
     user_error('frobnicate', contains="invalid choice: 'frobnicate'")
     user_error('synth', contains='required: path')
-    user_error('synth', 'x', '--n-per-class', 'many', contains="invalid int value: 'many'")
+    user_error('synth', 'x', '--n-per-class', 'many', contains="argument --n-per-class: must be a whole number, got 'many'")
 
 
 # --- synth ----------------------------------------------------------------------------------------------------

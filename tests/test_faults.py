@@ -13,8 +13,14 @@ def snap(folder)->dict:
     "Every path under `folder` with its size and modification time: equal snapshots mean nothing changed."
     return {str(p.relative_to(folder)): (p.is_dir(), p.lstat().st_size if p.is_file() else 0, p.lstat().st_mtime_ns) for p in Path(folder).rglob('*')}
 
+SUBPROCESS = float(os.environ.get('FAULTS_SUBPROCESS_TIMEOUT', 0))  # > 0: each `cli` case in its own process, stopped after that many seconds (to run the suite against old code)
+
 def cli(*args)->tuple:
     "`paddy_collab ARGS` in this process: (exit status, stdout, stderr)."
+    if SUBPROCESS:
+        try: r = subprocess.run([sys.executable, '-m', 'paddy_collab.cli', *map(str, args)], capture_output=True, text=True, env=ENV, timeout=SUBPROCESS)
+        except subprocess.TimeoutExpired: return 124, '', f'still running after {SUBPROCESS:.0f}s: not refused'
+        return r.returncode, r.stdout, r.stderr
     from paddy_collab.cli import main
     with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()) as out:
         try: r = main([str(a) for a in args])
@@ -57,6 +63,7 @@ BAD_OPTIONS = [
     (['train-paddy', '--lr', 'nan'], 'argument --lr: must be a finite number above 0, got nan'),
     (['train-paddy', '--lr', '-0.01'], 'argument --lr: must be a finite number above 0'),
     (['train-paddy', '--lr', 'inf'], 'argument --lr: must be a finite number above 0'),
+    (['train-paddy', '--lr', '1e300'], 'argument --lr: must be a finite number above 0'),  # beyond float32: torch would overflow
     (['train-paddy', '--n-tta', '-1'], 'argument --n-tta: must be at least 0'),
     (['train-paddy', '--threads', '0'], 'argument --threads: must be at least 1'),
     (['train-collab', '--valid-pct', '0'], 'argument --valid-pct: must be a number between 0 and 1'),
@@ -160,6 +167,11 @@ def test_cli_lr_nan_leaves_no_model(small_paddy, tmp_path):
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and '--lr' in r.stderr, r.stderr[-3000:]
     assert list(tmp_path.iterdir()) == []
 
+def test_cli_diverging_runs_save_nothing(small_paddy, ratings_csv, tmp_path, one_thread):
+    "A learning rate that makes the loss NaN: one line, exit 2, no model saved (before: exit 0 and a saved model, NaN in its manifest)."
+    user_error(['train-paddy', '--data', small_paddy, *TINY, '--lr', '1e30', '--out', tmp_path/'m'], ['the training loss is nan at epoch 0', 'training diverged, so nothing was saved'], tmp_path)
+    user_error(['train-collab', '--ratings', ratings_csv, '--epochs', '1', '--lr', '1e30', '--out', tmp_path/'c'], 'the validation MSE is nan: training diverged', tmp_path)
+
 def _preds(probs, vocab=('normal', 'blast'), files=('a.jpg', 'b.jpg'), heads=('disease',)):
     from paddy_collab.train import PredSet
     import torch
@@ -168,16 +180,16 @@ def _preds(probs, vocab=('normal', 'blast'), files=('a.jpg', 'b.jpg'), heads=('d
 def test_predset_refuses_nan():
     with pytest.raises(ValueError, match=r"head 'disease': 1 of 2 rows hold NaN or infinite probabilities \(first: b.jpg\)"): _preds([[0.5, 0.5], [np.nan, 0.5]])
 
-def test_submission_refuses_other_vocabulary_and_head(small_paddy, tmp_path):
+def test_submission_refuses_other_vocabulary_and_mixed_heads(small_paddy, tmp_path):
     from paddy_collab.ensemble import write_submission
     from paddy_collab.paddy_checks import get_test_files
     (tmp_path/'sample_submission.csv').write_text('')  # zero bytes
     files, before = [f.name for f in get_test_files(small_paddy)], snap(tmp_path)
     p = np.full((len(files), 2), 0.5).tolist()
-    with pytest.raises(ValueError, match=r"head 'disease' predicts \['rust'\], which are not labels in .*train.csv"):
+    with pytest.raises(ValueError, match=r"head 'disease' predicts \['rust'\], which are not in column 'label' of .*train.csv"):
         write_submission(_preds(p, ('normal', 'rust'), files), small_paddy, tmp_path/'s.csv')
-    with pytest.raises(ValueError, match="head 'variety' predicts .*submit the 'disease' head"):
-        write_submission(_preds(p, ('ADT45', 'KarnatakaPonni'), files, ('variety',)), small_paddy, tmp_path/'s.csv', head='variety')
+    with pytest.raises(ValueError, match=r"head 'variety' predicts \['blast', 'normal'\], which are not in column 'variety'"):  # heads mixed up
+        write_submission(_preds(p, ('normal', 'blast'), files, ('variety',)), small_paddy, tmp_path/'s.csv', head='variety')
     with pytest.raises(ValueError, match=r'sample_submission.csv is empty'): write_submission(_preds(p, ('normal', 'blast'), files), tmp_path/'sample_submission.csv', tmp_path/'s.csv')
     assert snap(tmp_path) == before
 
@@ -209,6 +221,9 @@ def test_corrupt_preds(member, small_paddy, tmp_path, damage):
         with np.load(f) as z: info, probs = z['info'], z['probs_0'].copy()
         probs[0, 0] = np.nan; np.savez(f, info=info, probs_0=probs)
     user_error(['predict', member, '--data', small_paddy, '--out', tmp_path/'s.csv'], ['preds.npz is not a prediction set written by save_preds, or is damaged', 'train that member again'], tmp_path)
+
+def test_submit_refuses_the_variety_head(member, small_paddy, tmp_path):
+    user_error(['submit', member, '--data', small_paddy, '--out', tmp_path/'s.csv', '-m', 'x', '--dry-run', '--head', 'variety'], 'Kaggle scores disease labels', tmp_path)
 
 def test_corrupt_manifest(member, small_paddy, tmp_path):
     (member/'paddy_collab.json').write_text('{"kind": "paddy-mo')
@@ -243,7 +258,7 @@ def _n_train(p): return len(list((Path(p)/'train_images').rglob('*.jpg')))
 
 def test_two_concurrent_writers(tmp_path):
     "Two `synth` runs into one --out: the second to finish keeps its result under a name it prints; nothing is lost."
-    big = popen('synth', tmp_path/'out', '--n-per-class', 30, '--n-test', 30, '--size', 160, 120, cwd=tmp_path)
+    big = popen('synth', tmp_path/'out', '--n-per-class', 60, '--n-test', 60, '--size', 320, 240, cwd=tmp_path)  # some seconds: long enough to overlap
     t0 = time.time()
     while not any(tmp_path.glob('.out.*.tmp')) and big.poll() is None and time.time() - t0 < 120: time.sleep(0.02)
     small = popen('synth', tmp_path/'out', '--n-per-class', 1, '--n-test', 1, '--size', 16, 16, cwd=tmp_path)
@@ -256,7 +271,7 @@ def test_two_concurrent_writers(tmp_path):
     else:
         assert "was written by another run while this one worked" in loser_err and str(tmp_path/'out-2') in loser_err, loser_err
         results = {_n_train(tmp_path/'out'), _n_train(tmp_path/'out-2')}
-        assert results == {10, 300}, results  # both complete: nothing lost
+        assert results == {10, 600}, results  # both complete: nothing lost
     print(rcs, loser_err)
     assert hidden(tmp_path) == []
 
