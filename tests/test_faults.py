@@ -83,10 +83,20 @@ BAD_OPTIONS = [
     (['predict', 'M', '--weights', 'nan'], 'argument --weights: must be a finite number, 0 or more'),
 ]
 
+@pytest.fixture(scope='module')
+def collab_model(tmp_path_factory, ratings_csv):
+    "A collab model trained for one epoch on the small low-rank ratings."
+    out = tmp_path_factory.mktemp('collab')/'m'
+    r, so, err = cli('train-collab', '--ratings', ratings_csv, '--epochs', 1, '--out', out, '--quiet')
+    assert r == 0, err
+    return out
+
 @pytest.mark.parametrize('args,msg', BAD_OPTIONS, ids=[' '.join(a) for a, _ in BAD_OPTIONS])
-def test_option_out_of_range(args, msg, tmp_path):
-    args = [str(tmp_path/a) if a in ('P', 'M') else a for a in args]
-    user_error(args + (['--out', tmp_path/'out'] if args[0] in ('train-paddy', 'train-collab', 'predict') else []), msg, tmp_path)
+def test_option_out_of_range(args, msg, tmp_path, small_paddy, ratings_csv, collab_model, member):
+    "Each option's bad value is refused when parsed; the rest of the command line is one that runs (so that old code shows what it did)."
+    cmd, *rest = [str(tmp_path/'P') if a == 'P' else str(collab_model if args[0] == 'recommend' else member) if a == 'M' else a for a in args]
+    base = dict(synth=[], recommend=[], predict=['--data', small_paddy], **{'train-paddy': ['--data', small_paddy, *TINY], 'train-collab': ['--ratings', ratings_csv, '--epochs', '1', '--quiet']})
+    user_error([cmd, *base[cmd], *rest] + (['--out', tmp_path/'out'] if cmd in ('train-paddy', 'train-collab', 'predict') else []), msg, tmp_path)
 
 def test_accum_more_than_bs(small_paddy, tmp_path):
     user_error(['train-paddy', '--data', small_paddy, *TINY, '--accum', '16', '--out', tmp_path/'m'], '--accum 16 is more than --bs 8', tmp_path)
