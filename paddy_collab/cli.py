@@ -42,7 +42,7 @@ def _run(job, a):
 
 commands = Commands('paddy_collab', 'fastai lesson 7 from the terminal: Paddy Doctor ensembles and collaborative filtering on MovieLens.', __version__,
     common=dict(quiet=(False, 'no progress bars, one line per epoch instead (the default when the output is not a terminal)'),
-                threads=(None, 'CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)', dict(type=int))),
+                threads=(None, 'CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)', dict(type=positive_int))),
     words=_cli_words, run=_run)
 
 def main(args:list|None=None)->int: # the exit status: 0 done, 2 user error, 130 interrupted
@@ -55,12 +55,13 @@ def _accum(s): return s if s == 'auto' else positive_int(s)
 # %% ../nbs/ref/06_cli.ipynb
 @commands.add('synth', 'write the synthetic Paddy Doctor set (Kaggle\'s layout: train_images/, test_images/, train.csv, sample_submission.csv)',
               'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30',
-              path=arg('the folder to create'), n_per_class=(20, 'training images per disease (there are 10 diseases)'), n_test=(30, 'test images'),
-              size=([480, 640], 'image width and height in pixels (the real photos are 480 640)', dict(type=int, nargs=2, metavar=('W', 'H'))),
+              path=arg('the folder to create'), n_per_class=(20, 'training images per disease (there are 10 diseases)', dict(type=positive_int)),
+              n_test=(30, 'test images', dict(type=positive_int)),
+              size=([480, 640], 'image width and height in pixels (the real photos are 480 640)', dict(type=pixels, nargs=2, metavar=('W', 'H'))),
               seed=(0, 'the same seed writes the same images'), solution=(False, 'also write solution.csv with the test labels (not part of Kaggle\'s layout)'))
 def _synth(a):
     from paddy_collab.synth import synth_paddy
-    with atomic_dir(a.path, a.force) as tmp, user_input():
+    with atomic_dir(a.path, a.force, command='synth') as tmp, user_input():
         synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
     print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
 
@@ -69,21 +70,24 @@ collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.co
 
 @commands.add('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
               'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab', defaults=dict(threads=1),
-              ratings=(None, 'a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)', dict(metavar='CSV')), sep=(',', 'field separator of the CSV'),
+              ratings=(None, 'a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)', dict(metavar='CSV')), sep=(',', 'field separator of the CSV', dict(type=nonempty)),
               user_col=('user', 'column of user ids'), item_col=('title', 'column of items (MovieLens: title)'), rating_col=('rating', 'column of ratings (numbers)'),
               model=('bias', "dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
                      "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy",
                      dict(choices=collab_models)),
               fast=(True, 'tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders'),
-              n_factors=(50, 'latent factors per user and item (dot, bias, fastai)'), epochs=(5, 'epochs of fit_one_cycle', dict(type=positive_int)), lr=(5e-3, 'maximum learning rate'),
-              wd=(0.1, 'weight decay'), bs=(64, 'batch size'), valid_pct=(0.2, 'share of ratings held out for validation'), seed=(42, 'seed of the split and of the initial weights'),
+              n_factors=(50, 'latent factors per user and item (dot, bias, fastai)', dict(type=positive_int)), epochs=(5, 'epochs of fit_one_cycle', dict(type=positive_int)),
+              lr=(5e-3, 'maximum learning rate', dict(type=positive_float)), wd=(0.1, 'weight decay', dict(type=nonneg_float)), bs=(64, 'batch size', dict(type=positive_int)),
+              valid_pct=(0.2, 'share of ratings held out for validation', dict(type=fraction)), seed=(42, 'seed of the split and of the initial weights'),
               y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))), out=('outputs/collab', 'folder to save the model and plots in'))
 def _train_collab(a):
-    from paddy_collab.collab_data import read_ratings
     from paddy_collab.collab_interpret import train_collab
     from paddy_collab.distributed import main_or_scratch
-    with user_input(): df, src = read_ratings(a.ratings, a.sep, a.user_col, a.item_col, a.rating_col, a.y_range, stars=a.model == 'ce')
-    with main_or_scratch(atomic_dir(a.out, a.force)) as tmp:
+    from paddy_collab.collab_data import read_ratings, check_split
+    with user_input():
+        df, src = read_ratings(a.ratings, a.sep, a.user_col, a.item_col, a.rating_col, a.y_range, stars=a.model == 'ce')
+        check_split(len(df), a.valid_pct, a.bs, src)
+    with main_or_scratch(atomic_dir(a.out, a.force, command='train-collab')) as tmp:
         print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
         r = train_collab(df, tmp, a.model, a.fast, a.epochs, a.lr, a.wd, a.seed, a.bs, a.n_factors, a.y_range, a.valid_pct, a.user_col, a.item_col, a.rating_col,
                          ratings=src, sep=a.sep, columns=dict(user=a.user_col, item=a.item_col, rating=a.rating_col), args=_args(a))
@@ -96,7 +100,7 @@ def _train_collab(a):
               model=arg('a folder saved by `paddy_collab train-collab`'),
               user=([], 'a user id: print the items they would rate highest among those they have not rated (repeatable)', dict(action='append', type=str)),
               like=([], 'an item (a title for MovieLens): print the items whose factors are nearest (repeatable)', dict(action='append', metavar='ITEM')),
-              n=(10, 'how many items to print for each'))
+              n=(10, 'how many items to print for each', dict(type=positive_int)))
 def _recommend(a):
     if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
     read_manifest(a.model, 'collab-model', 'recommend')  # before the slow imports
@@ -118,6 +122,7 @@ def _data(a)->Path:
     "The competition folder: `--data`, else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
     from paddy_collab.kaggle import paddy_path
     data = Path(a.data) if a.data else paddy_path()
+    if data.is_file(): raise UsageError(f"--data {data} is a file; give the competition folder (holding train.csv, train_images/ and test_images/)")
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
     return data
 
@@ -134,27 +139,31 @@ def _save_member(a, data, name, preds, learn):
                             ensemble=(None, 'a named ensemble (`ensemble.named_ensemble`): lesson (the course\'s four large models, two shapes each; ignores --size), '
                                       'small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')),
               data=(None, 'the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`'),
-              size=([224], 'final image size: one number, or height and width', dict(type=int, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=positive_int)),
+              size=([224], 'final image size: one number, or height and width', dict(type=pixels, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=positive_int)),
               accum=('1', 'batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', dict(type=_accum)),
-              bs=(64, 'effective batch size: images per optimizer step'), lr=(0.01, 'learning rate'), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
+              bs=(64, 'effective batch size: images per optimizer step', dict(type=positive_int)), lr=(0.01, 'learning rate', dict(type=positive_float)), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
               pretrained=(True, 'start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights'),
               finetune=(True, 'fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers'),
-              n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)'), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
+              n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)', dict(type=nonneg_int)), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
               precision=('auto', 'auto: fp16 mixed precision on CUDA, fp32 on CPU', dict(choices=['auto', 'fp32', 'fp16', 'bf16'])),
               seed=(42, 'seed of the train/valid split (the same for every member) and of training'))
 def _train_paddy(a):
     if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
+    if a.accum != 'auto' and a.accum > a.bs: raise UsageError(f"--accum {a.accum} is more than --bs {a.bs}: a step adds up --accum batches of bs/accum images; lower --accum or raise --bs")
     from paddy_collab.ensemble import plan_members, train_ensemble
+    from paddy_collab.paddy_checks import check_paddy
     data, size = _data(a), a.size[0] if len(a.size) == 1 else tuple(a.size)
-    with user_input(): members, names = plan_members(a.arch, a.ensemble, size, a.pretrained, a.out, a.force)  # before any training
+    with user_input():  # before any training: the names, the outputs, every training and test image
+        members, names = plan_members(a.arch, a.ensemble, size, a.pretrained, a.out, a.force)
+        report = check_paddy(data)
     print(f"training {len(names)} model(s) on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {a.accum}): {', '.join(names)}", flush=True)
-    train_ensemble(data, members, seed=a.seed, on_member=partial(_save_member, a, data), accum=a.accum, finetune=a.finetune, epochs=a.epochs,
+    train_ensemble(data, members, seed=a.seed, on_member=partial(_save_member, a, data), check=report, accum=a.accum, finetune=a.finetune, epochs=a.epochs,
                    pretrained=a.pretrained, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision)
 
 # %% ../nbs/ref/06_cli.ipynb
 _predict_opts = dict(runs=arg('folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)', nargs='+', metavar='MODEL'),
     data=(None, 'the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`'),
-    weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=float, nargs='+')),
+    weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=nonneg_float, nargs='+')),
     head=('disease', 'which head\'s labels to write (disease; variety for a multi-target model)'), out=('submission.csv', 'the submission CSV to write'))
 
 @commands.add('predict', 'average saved prediction sets with weights into a submission CSV',
@@ -175,6 +184,7 @@ def _predict(a)->Path:
               dry_run=(False, 'write and check the CSV, but do not send it'), wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
 def _submit(a):
     from paddy_collab.kaggle import check_submission, submit
+    if a.head != 'disease': raise UsageError(f"Kaggle scores disease labels; --head {a.head} writes other ones: look at them with `paddy_collab predict --head {a.head}`")
     sample = _data(a)/'sample_submission.csv'
     out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
     with user_input(): r = check_submission(out, sample) if a.dry_run else submit(out, a.comp, a.message, sample=sample, wait=a.wait)  # submit checks the CSV too
@@ -199,8 +209,9 @@ _kernel_opts = dict(user=(None, 'Kaggle user who owns the kernel (default: the s
               comp=('paddy-disease-classification', 'competition whose data the kernel reads ("" for none)'),
               parameters=group('--train: the parameters cell', arch=(None, 'a timm architecture (repeatable; default convnext_small.fb_in22k)', dict(action='append')),
                   ensemble=(None, 'the course\'s four models, two shapes each (instead of --arch)', dict(choices=['lesson'])),
-                  epochs=(12, 'epochs (after one frozen epoch)'), size=(224, 'final image size'), accum=(1, 'batches whose gradients add up before each step'), bs=(64, 'effective batch size'),
-                  n_tta=(4, 'augmented passes of test-time augmentation'), weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
+                  epochs=(12, 'epochs (after one frozen epoch)', dict(type=positive_int)), size=(224, 'final image size', dict(type=pixels)),
+                  accum=(1, 'batches whose gradients add up before each step', dict(type=positive_int)), bs=(64, 'effective batch size', dict(type=positive_int)),
+                  n_tta=(4, 'augmented passes of test-time augmentation', dict(type=nonneg_int)), weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
                   submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE'))),
               **_kernel_opts)
 def _push_kernel(a):
@@ -245,7 +256,7 @@ def _kernel_status(a):
               kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'), out=('kernel-output', 'folder to write (it appears whole)'))
 def _kernel_output(a):
     from paddy_collab.kaggle import kernel_output
-    with atomic_dir(a.out, a.force) as tmp, user_input(): r = kernel_output(a.kernel, tmp)
+    with atomic_dir(a.out, a.force, command='kernel-output') as tmp, user_input(): r = kernel_output(a.kernel, tmp)
     for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
     if r['submission'] is None: print(f"(no submission.csv: see the log {Path(a.out)/r['log'].name if r['log'] else ''})")
 

@@ -15,9 +15,9 @@ from fastai.tabular.model import TabularModel, emb_sz_rule
 from .core import *
 
 # %% auto 0
-__all__ = ['GENRES', 'movielens_titles', 'movielens_users', 'load_movielens', 'check_ratings', 'read_ratings', 'collab_names',
-           'collab_emb_szs', 'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating', 'reseed',
-           'UnknownNameError', 'collab_idx']
+__all__ = ['GENRES', 'movielens_titles', 'movielens_users', 'load_movielens', 'check_ratings', 'check_split', 'read_ratings',
+           'collab_names', 'collab_emb_szs', 'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating',
+           'reseed', 'UnknownNameError', 'collab_idx']
 
 # %% ../nbs/ref/07_collab_data.ipynb
 GENRES = ['unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
@@ -75,20 +75,44 @@ def check_ratings(df:pd.DataFrame, # one row per rating
         n = df[c].isna().sum()
         if n: raise ValueError(f"{source}[{c!r}] has {n} missing value(s), first at index {df.index[df[c].isna()][0]!r}; drop those rows")
     r = df[rating_name]
+    if pd.api.types.is_complex_dtype(r): raise TypeError(f"{source}[{rating_name!r}] holds complex numbers (e.g. {r.iloc[0]!r}); ratings are real numbers")
     if not pd.api.types.is_numeric_dtype(r) or pd.api.types.is_bool_dtype(r):
         bad = r[pd.to_numeric(r, errors='coerce').isna() & r.notna()]
         eg = f"; e.g. {bad.iloc[0]!r} at index {bad.index[0]!r}" if len(bad) else ''
         raise TypeError(f"{source}[{rating_name!r}] must be numeric, got dtype {r.dtype}{eg}")
     n = r.isna().sum()
     if n: raise ValueError(f"{source}[{rating_name!r}] has {n} NaN rating(s), first at index {r.index[r.isna()][0]!r}; drop or fill them")
+    inf = r[np.isinf(r.astype(float))]
+    if len(inf): raise ValueError(f"{source}[{rating_name!r}] has {len(inf)} infinite rating(s), first {float(inf.iloc[0])} at index {inf.index[0]!r}; drop or fix them")
     if y_range is not None:
         lo, hi = y_range
+        if not (np.isfinite([lo, hi]).all() and lo < hi): raise ValueError(f"y_range={tuple(y_range)} must be (low, high) with low < high, both finite")
         out = r[(r<lo) | (r>hi)]
         if len(out): raise ValueError(f"{len(out)} rating(s) in {source}[{rating_name!r}] are outside y_range={tuple(y_range)} "
                                       f"(min {r.min()}, max {r.max()}; e.g. {out.iloc[0]!r} at index {out.index[0]!r}); widen y_range")
     return df
 
 # %% ../nbs/ref/07_collab_data.ipynb
+def _check_duplicates(df, user_name, item_name, rating_name, source):
+    "Refuse a (user, item) pair rated twice with different ratings: which one would the model learn? (MovieLens has 46, under titles shared by two movie ids: the lesson keeps them.)"
+    g = df.groupby([user_name, item_name])[rating_name].nunique()
+    bad = g[g > 1]
+    if len(bad):
+        (u, i), eg = bad.index[0], df.loc[(df[user_name] == bad.index[0][0]) & (df[item_name] == bad.index[0][1]), rating_name].tolist()
+        raise ValueError(f"{source}: {len(bad)} ({user_name}, {item_name}) pair(s) are rated more than once with different ratings, e.g. {user_name} {u}, "
+                         f"{item_name} {i!r}: {eg}; keep one rating per pair (e.g. their mean: df.groupby([{user_name!r}, {item_name!r}], as_index=False).mean())")
+
+def check_split(n:int, # number of ratings
+                valid_pct:float, # share held out for validation
+                bs:int, # batch size
+                source:str='ratings', # where they came from, for the message
+               ):
+    "Raise `ValueError` unless `n` ratings split by `valid_pct` leave one validation rating and a full training batch (fastai drops a partial one)."
+    n_valid = int(valid_pct*n)  # as fastai's `RandomSplitter` cuts
+    if n_valid < 1 or n - n_valid < bs:
+        raise ValueError(f"{source} has {n} rating(s): with valid_pct={valid_pct} that is {n_valid} to validate and {n-n_valid} to train, but training needs "
+                         f"at least one batch of bs={bs} and validation at least one rating; give more ratings or a smaller bs")
+
 def read_ratings(fname=None, # a ratings CSV, one row per rating; None: MovieLens 100k (`load_movielens`)
                  sep:str=',', # the CSV's field separator
                  user_name:str='user', item_name:str='title', rating_name:str='rating', # its columns
@@ -106,6 +130,7 @@ def read_ratings(fname=None, # a ratings CSV, one row per rating; None: MovieLen
                              f"{user_name}, {item_name}, {rating_name} (see --sep and the --*-col options)") from None
         src = str(f.resolve())
     check_ratings(df, user_name, item_name, rating_name, y_range and tuple(y_range), source=fname or 'MovieLens 100k')
+    if fname is not None: _check_duplicates(df, user_name, item_name, rating_name, fname)
     if stars and not df[rating_name].isin([1, 2, 3, 4, 5]).all():
         bad = sorted(set(df[rating_name].unique()) - {1, 2, 3, 4, 5})
         raise ValueError(f"--model ce predicts whole stars 1 to 5 as five classes, but {rating_name} also holds {bad[:5]}: use another --model")
@@ -246,7 +271,8 @@ def collab_idx(learn, # a collab `Learner`
     for k in keys:
         if k in o2i and o2i[k] != 0: return int(o2i[k])
     known = [str(o) for o in list(cm)[1:]]
-    close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.6)
+    lower = {k.lower(): k for k in known}  # a lower-case title still finds its match
+    close = [lower[c] for c in difflib.get_close_matches(str(name).lower(), list(lower), n=5, cutoff=0.6)]
     hint = f"; did you mean {close}?" if close else ''
     raise UnknownNameError(f"{kind} {name!r} is not in the model's {col!r} classes ({len(known)} known, from the training set: "
                            f"a {kind} only in the validation set has no embedding){hint}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastai.basics import *
-from .core import check_columns
+from .core import check_columns, UsageError
 from .collab_data import *
 from .collab_data import _classes
 
@@ -119,6 +119,7 @@ def recommend(learn, # a collab `Learner`
               n:int=10, # how many
              )->pd.DataFrame: # item, pred: the highest predicted ratings first
     "The `n` items with the highest predicted rating for `user` among those `user` has not rated."
+    if n < 1: raise ValueError(f"n must be at least 1, got {n}")
     col,df = _scores(learn, learn.model, collab_idx(learn, user, 'user'), _rated(learn, user, ratings))
     return df.sort_values('pred', ascending=False, kind='stable').head(n).reset_index(drop=True)
 
@@ -148,7 +149,11 @@ def load_collab(folder, # a folder written by `save_collab`
     "The learner, ratings and manifest of a folder saved by `save_collab`."
     from fastai.learner import load_learner
     m = read_manifest(folder, 'collab-model', 'recommend')
-    learn = load_learner(Path(folder)/m['files']['model'], cpu=True)
+    f = Path(folder)/m['files']['model']
+    try: learn = load_learner(f, cpu=True)
+    except FileNotFoundError: raise
+    except Exception as e:  # a damaged pickle fails in many ways (UnpicklingError, EOFError, RuntimeError, ...)
+        raise UsageError(f"{f} cannot be loaded ({type(e).__name__}: {' '.join(str(e).split())[:200]}); it is damaged: train it again (train-collab --force)") from None
     if m['ratings'] == 'movielens-100k': return learn, load_movielens(), m
     if not Path(m['ratings']).is_file(): raise FileNotFoundError(f"{m['ratings']}, the ratings {folder} was trained on, is gone; recommend needs it to skip rated items")
     return learn, pd.read_csv(m['ratings'], sep=m.get('sep', ',')), m
@@ -171,5 +176,6 @@ def train_collab(df:pd.DataFrame, # the ratings (`read_ratings`)
     t0 = time.time()
     learn = fit_movielens(kind, epochs, lr, wd, seed, bs, n_factors, tuple(y_range), dls=dls, cache=False, show=True, learner_cls=LeanLearner if fast else Learner)
     secs, mse = time.time() - t0, float(learn.recorder.values[-1][2 if kind == 'ce' else 1])  # ce: valid loss is cross-entropy, then the MSE
+    if not np.isfinite(mse): raise UsageError(f"the validation MSE is {mse}: training diverged, so nothing was saved; lower the learning rate (lr={lr})")
     files = save_collab(learn, df, folder, rating_name, kind, fast=fast, valid_mse=mse, train_secs=round(secs, 1), **info)
     return dict(learn=learn, valid_mse=mse, train_secs=secs, files=files)

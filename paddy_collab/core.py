@@ -4,16 +4,16 @@
 
 # %% ../nbs/ref/00_core.ipynb 2
 from __future__ import annotations
-import os, socket, shutil, tempfile, warnings, contextlib, json
+import os, re, sys, socket, shutil, tempfile, warnings, contextlib, json, itertools
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 from . import __version__
 
 # %% auto 0
-__all__ = ['MANIFEST', 'can_reach', 'UsageError', 'check_writable', 'atomic_path', 'atomic_write', 'atomic_dir', 'write_manifest',
-           'read_manifest', 'check_columns', 'few', 'save_fig', 'fastai_data_path', 'find_ml100k_src', 'install_ml100k',
-           'ml100k_path']
+__all__ = ['MANIFEST', 'can_reach', 'UsageError', 'check_writable', 'write_manifest', 'clean_stale', 'atomic_path',
+           'atomic_write', 'atomic_dir', 'read_manifest', 'check_columns', 'few', 'save_fig', 'fastai_data_path',
+           'find_ml100k_src', 'install_ml100k', 'ml100k_path']
 
 # %% ../nbs/ref/00_core.ipynb
 warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*is deprecated', category=FutureWarning)
@@ -46,65 +46,6 @@ def check_writable(path, # a file or folder to be created
     return path
 
 # %% ../nbs/ref/00_core.ipynb
-def _umask()->int:
-    "The process's umask (read by setting it and putting it back)"
-    m = os.umask(0o022); os.umask(m)
-    return m
-
-def _check_new(path, overwrite):
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    check_writable(path)  # a clear message now, not an OSError from mkstemp
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-@contextlib.contextmanager
-def atomic_path(path, # final destination
-                overwrite:bool=True, # replace an existing file; if False, raise `FileExistsError`
-               ):
-    "Yield a temporary path beside `path`; move it to `path` only if the block succeeds."
-    path = Path(path)
-    _check_new(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # what `open(path, 'w')` would give, not mkstemp's 0600
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
-@contextlib.contextmanager
-def atomic_write(path, # final destination
-                 mode:str='w', # 'w' for text, 'wb' for bytes
-                 overwrite:bool=True, # replace an existing file; if False, raise `FileExistsError`
-                 **kwargs): # passed to `open`
-    "Open a temporary file for writing; it replaces `path` only if the block succeeds."
-    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, mode, **kwargs) as f: yield f
-
-def _remove(p):
-    if p is not None and (p.exists() or p.is_symlink()): shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-@contextlib.contextmanager
-def atomic_dir(path, # the folder to create
-               overwrite:bool=False, # replace an existing `path`; if False, raise `FileExistsError`
-              ):
-    "Yield a temporary folder beside `path`; it becomes `path` (replacing any old one) only if the block succeeds."
-    path = Path(path)
-    _check_new(path, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # what `mkdir` would give, not mkdtemp's 0700
-    old = None
-    try:
-        yield tmp
-        if path.exists() or path.is_symlink():
-            old = tmp.with_suffix('.old')
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        for p in (tmp, old): _remove(p)
-
-# %% ../nbs/ref/00_core.ipynb
 MANIFEST = 'paddy_collab.json'
 
 def write_manifest(folder, # the folder being saved
@@ -117,7 +58,163 @@ def write_manifest(folder, # the folder being saved
     (Path(folder)/MANIFEST).write_text(json.dumps(m, indent=2, default=str))
     return m
 
-_kind_names = {'paddy-model': 'a Paddy model (`train-paddy`)', 'collab-model': 'a collab model (`train-collab`)'}
+# %% ../nbs/ref/00_core.ipynb
+def _umask()->int:
+    "The process's umask (read by setting it and putting it back)"
+    m = os.umask(0o022); os.umask(m)
+    return m
+
+def _alive(pid:int)->bool:
+    "Whether process `pid` is running on this machine."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # someone else's: alive
+    return True
+
+def _prefix(path:Path)->str: return f'.{path.name}.{os.getpid()}-'  # a temporary's name carries its run's PID, so a later run can tell it is stale
+
+def _remove(p):
+    if p is not None and (p.exists() or p.is_symlink()): shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+def clean_stale(path, # the destination of `atomic_path` or `atomic_dir`
+               )->list: # the temporaries removed
+    "Remove the hidden temporaries beside `path` that killed runs left (their PID, in the name, is not running), one line each on stderr."
+    path, res = Path(path), []
+    rx = re.compile(rf'^\.{re.escape(path.name)}\.(\d+)-[^/]*\.(tmp|old)$')
+    if not path.parent.is_dir(): return res
+    for p in path.parent.iterdir():
+        if not (m := rx.match(p.name)) or int(m[1]) == os.getpid() or _alive(int(m[1])): continue
+        try: _remove(p)
+        except OSError as e: print(f"paddy_collab: {p} was left by a run that ended (pid {m[1]}) and cannot be removed ({e.strerror}): remove it by hand", file=sys.stderr); continue
+        print(f"paddy_collab: removed {p}, left unfinished by a run that ended (pid {m[1]})", file=sys.stderr); res.append(p)
+    return res
+
+def _unreplaceable(path:Path, folder:bool)->str|None:
+    "Why `overwrite=True` must not replace `path`, or None: a folder is replaced only if empty or saved by paddy_collab (its manifest), a file only by a file."
+    if not folder: return "it is a folder, not a file" if path.is_dir() and not path.is_symlink() else None
+    if path.is_symlink() or not path.is_dir(): return f"it is a {'link' if path.is_symlink() else 'file'}, not a folder"
+    here = Path.cwd().resolve()
+    if path.resolve() in (here, *here.parents): return "it is the current folder or one above it"
+    if not any(path.iterdir()): return None
+    try: m = json.loads((path/MANIFEST).read_text())
+    except FileNotFoundError: return f"it holds files but no {MANIFEST}, so paddy_collab did not make it"
+    except (OSError, ValueError) as e: return f"its {MANIFEST} is unreadable ({type(e).__name__})"
+    return None if isinstance(m, dict) and m.get('tool') == 'paddy_collab' else f"its {MANIFEST} was not written by paddy_collab"
+
+def _check_new(path:Path, overwrite:bool, folder:bool=False):
+    "Fail now, before any work, if `path` exists (and may not be replaced) or could not be written; clean stale temporaries beside it."
+    if path.exists() or path.is_symlink():
+        if not overwrite: raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        if why := _unreplaceable(path, folder):
+            raise UsageError(f"refusing to replace {path}: {why}. overwrite=True replaces only " +
+                             (f"an empty folder or one paddy_collab saved (holding its {MANIFEST}): move it away or choose another name" if folder else "a file"))
+    check_writable(path)  # a clear message now, not an OSError from mkstemp
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
+
+def _ident(path)->tuple|None:
+    "What is at `path` now (device, inode), or None."
+    try: s = os.lstat(path)
+    except FileNotFoundError: return None
+    return s.st_dev, s.st_ino
+
+def _keep(tmp:Path, path:Path)->Path:
+    "Move finished `tmp` to the first free `path-2`, `path-3`, ... beside `path`, and return that name."
+    stem, suf = (path.stem, path.suffix) if tmp.is_file() else (path.name, '')
+    for n in itertools.count(2):
+        alt = path.with_name(f"{stem}-{n}{suf}")
+        if alt.exists() or alt.is_symlink(): continue
+        try: os.link(tmp, alt) if tmp.is_file() else os.rename(tmp, alt)
+        except OSError: continue  # taken meanwhile
+        return alt
+
+def _clash(tmp:Path, path:Path)->FileExistsError:
+    "Keep this run's finished `tmp` under a free name; the error that says where."
+    alt = _keep(tmp, path)
+    return FileExistsError(f"{path} was written by another run while this one worked, so it was left alone; this run's result is in {alt}: "
+                           "compare the two and keep one")
+
+@contextlib.contextmanager
+def _real_names(tmp:Path, path:Path):
+    "An `OSError` raised in the block names `path`, not the hidden temporary `tmp` the user never asked for."
+    try: yield
+    except OSError as e:
+        if e.filename and str(tmp) in str(e.filename): e.filename = str(e.filename).replace(str(tmp), str(path))
+        raise
+
+# %% ../nbs/ref/00_core.ipynb
+def _commit_file(tmp:Path, path:Path, overwrite:bool, before):
+    "Move `tmp` to `path`: replacing only what was there when the run started, or (not `overwrite`) only if nothing is there."
+    if _ident(path) != before: raise _clash(tmp, path)
+    if overwrite: return os.replace(tmp, path)
+    try: os.link(tmp, path)  # fails if `path` appeared meanwhile: never replaces
+    except FileExistsError: raise _clash(tmp, path) from None
+    except OSError: os.replace(tmp, path)  # a file system without hard links
+
+@contextlib.contextmanager
+def atomic_path(path, # final destination
+                overwrite:bool=True, # replace an existing file; if False, raise `FileExistsError`
+               ):
+    "Yield a temporary path beside `path`; move it to `path` only if the block succeeds and nothing else wrote `path` meanwhile."
+    path = Path(path)
+    _check_new(path, overwrite)
+    before = _ident(path)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # what `open(path, 'w')` would give, not mkstemp's 0600
+    try:
+        with _real_names(tmp, path): yield tmp
+        _commit_file(tmp, path, overwrite, before)
+    finally: _remove(tmp)
+
+@contextlib.contextmanager
+def atomic_write(path, # final destination
+                 mode:str='w', # 'w' for text, 'wb' for bytes
+                 overwrite:bool=True, # replace an existing file; if False, raise `FileExistsError`
+                 **kwargs): # passed to `open`
+    "Open a temporary file for writing; it replaces `path` only if the block succeeds."
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, mode, **kwargs) as f: yield f
+
+def _commit_dir(tmp:Path, path:Path, before)->Path|None:
+    "Rename finished folder `tmp` to `path`, replacing only what was there when the run started; return where that went."
+    if _ident(path) != before: raise _clash(tmp, path)
+    old = None
+    if before is not None: old = tmp.with_suffix('.old'); os.rename(path, old)
+    try: os.rename(tmp, path)  # `tmp` is never empty, so this fails if another run's folder appeared at `path` meanwhile
+    except OSError:
+        if old is not None and _ident(path) is None: os.rename(old, path); old = None
+        raise _clash(tmp, path) from None
+    return old
+
+@contextlib.contextmanager
+def atomic_dir(path, # the folder to create
+               overwrite:bool=False, # replace an existing `path` (only an empty folder or one paddy_collab saved); if False, raise `FileExistsError`
+               command:str='', # what writes it, for the manifest written if the block writes none
+              ):
+    "Yield a temporary folder beside `path`; it becomes `path` only if the block succeeds and no other run wrote `path` meanwhile."
+    path = Path(path)
+    _check_new(path, overwrite, folder=True)
+    before = _ident(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix='.tmp', dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # what `mkdir` would give, not mkdtemp's 0700
+    old = None
+    try:
+        with _real_names(tmp, path): yield tmp
+        if not (tmp/MANIFEST).exists(): write_manifest(tmp, command, 'folder')  # so that `--force` may replace it later
+        old = _commit_dir(tmp, path, before)
+    finally:
+        for p in (tmp, old): _remove(p)
+
+# %% ../nbs/ref/00_core.ipynb
+_kind_names = {'paddy-model': 'a Paddy model (`train-paddy`)', 'collab-model': 'a collab model (`train-collab`)', 'folder': 'outputs but no model'}
+
+def _load_manifest(f:Path)->dict:
+    "The JSON of manifest `f`, or a `UsageError` saying it is damaged."
+    try: m = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e: m = e
+    if not isinstance(m, dict): raise UsageError(f"{f} is damaged (not a JSON object: {m}); save the folder again (rerun the command that made it, with --force)")
+    return m
 
 def read_manifest(folder, # a folder saved with `write_manifest`
                   kind:str, # the kind the caller needs
@@ -128,7 +225,7 @@ def read_manifest(folder, # a folder saved with `write_manifest`
     if not folder.exists(): raise FileNotFoundError(f"{folder} does not exist")
     f = folder/MANIFEST
     if not f.exists(): raise UsageError(f"{folder} is not a saved paddy_collab model (no {MANIFEST}); `{command}` needs {_kind_names[kind]}")
-    m = json.loads(f.read_text())
+    m = _load_manifest(f)
     if m.get('kind') != kind:
         raise UsageError(f"{folder} holds {_kind_names.get(m.get('kind'), m.get('kind'))}, written by `paddy_collab {m.get('command')}`; "
                          f"`{command}` needs {_kind_names[kind]}")

@@ -5,7 +5,7 @@
 # %% ../nbs/05_ensemble.ipynb 2
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-import gc, json, re, time
+import gc, json, re, time, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.vision.augment import Resize
@@ -110,10 +110,21 @@ def load_preds(fname, # a file written by `save_preds`
             info = json.loads(str(z['info']))
             if info.get('format') != 'paddy_collab.PredSet': raise ValueError('no format tag')
             probs = [torch.from_numpy(z[f'probs_{i}']) for i in range(len(info['heads']))]
-    except (ValueError, KeyError, OSError) as e: raise ValueError(f"{fname} is not a prediction set written by save_preds ({e})") from None
-    return PredSet(probs, info['vocabs'], info['files'], info['heads'], info['meta'])
+        return PredSet(probs, info['vocabs'], info['files'], info['heads'], info['meta'])
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{fname} is not a prediction set written by save_preds, or is damaged ({type(e).__name__}: {' '.join(str(e).split())}); "
+                         "train that member again (train-paddy --force) or remove it") from None
 
 # %% ../nbs/05_ensemble.ipynb
+def _check_vocab(preds:PredSet, head, sample:Path):
+    "Refuse `head` of `preds` if it has classes missing from its column of the competition's `train.csv` (beside `sample`): another data set, or heads mixed up."
+    csv, col = sample.parent/'train.csv', {'disease': 'label'}.get(head, head)
+    try: labels = set(pd.read_csv(csv, dtype=str, usecols=[col])[col].dropna())
+    except (OSError, ValueError): return  # no train.csv beside it, or no such column, to check against
+    extra = sorted(set(preds.vocabs[preds.head_idx(head)]) - labels)
+    if extra: raise ValueError(f"head {head!r} predicts {few(extra, 3)}, which are not in column {col!r} of {csv} ({few(sorted(labels), 3)}): "
+                               "were the models trained on this competition's data, with disease and variety heads in that order?")
+
 def write_submission(preds:PredSet, # predictions on the test images (one model or an `ensemble`)
                      path, # the competition folder (holding `sample_submission.csv`), or that CSV itself
                      fname='submission.csv', # the file to write
@@ -124,7 +135,9 @@ def write_submission(preds:PredSet, # predictions on the test images (one model 
     path = Path(path)
     sample = path/'sample_submission.csv' if path.is_dir() else path
     if not sample.exists(): raise FileNotFoundError(f"{sample} not found; pass the competition folder or its sample_submission.csv")
-    ss = check_columns(pd.read_csv(sample, dtype=str), ['image_id', 'label'], str(sample))
+    try: ss = check_columns(pd.read_csv(sample, dtype=str), ['image_id', 'label'], str(sample))
+    except pd.errors.EmptyDataError: raise ValueError(f"{sample} is empty; expected the competition's sample_submission.csv (image_id,label)") from None
+    _check_vocab(preds, head, sample)
     dup = ss.image_id[ss.image_id.duplicated()]
     if len(dup): raise ValueError(f"{sample} lists image_id(s) more than once: {few(sorted(set(dup)), 3)}")
     if len(set(preds.files)) != len(preds.files): raise ValueError("the predictions hold some test files more than once")
@@ -165,7 +178,7 @@ def train_ensemble(path, # the competition folder
                   )->list: # one `PredSet` per (arch, item, size), in `models`' order
     "Train every (architecture, item transform, size) of `models` on `path` and return their TTA `PredSet`s."
     check_members(models, kwargs.get('pretrained', True))  # all names before hours of training
-    report = kwargs.pop('check', None) or check_paddy(path, test=False)  # the folder checked once, not once per member
+    report = kwargs.pop('check', None) or check_paddy(path)  # the folder checked once, test images included, before any training
     res = []
     for arch, details in models.items():
         for item, size in details:

@@ -113,7 +113,8 @@ def check_paddy(path, # the competition folder: `train.csv`, `train_images/`, `t
     files, skipped = _readable(files, decode, bad_images)
     tst_files = get_test_files(path) if test else L()
     bad_tst = [(f, why) for f in tst_files if (why := _unreadable(f, decode))]
-    if bad_tst: raise ValueError(f"unreadable test image(s) {few(f'{f.name} ({why})' for f,why in bad_tst)}: a submission needs every test image, so replace them")
+    if bad_tst: raise ValueError(f"{len(bad_tst)} unreadable test image(s) in {path/'test_images'}: {few(f'{f.name} ({why})' for f,why in bad_tst)}; "
+                                 "a submission needs every test image, so replace them (checked before any training)")
     return PaddyReport(path, files, tst_files, sorted(df.label.unique()), sorted(df.variety.unique()), skipped)
 
 def paddy_report(path, # the competition folder

@@ -4,12 +4,13 @@
 
 # %% ../nbs/ref/12_script.ipynb 2
 from __future__ import annotations
-import argparse, contextlib, sys
+import argparse, contextlib, math, sys
 from fastcore.basics import store_attr
 from .core import UsageError
 
 # %% auto 0
-__all__ = ['user_errors', 'user_input', 'error_line', 'arg', 'group', 'add_options', 'positive_int', 'Commands']
+__all__ = ['user_errors', 'user_input', 'error_line', 'arg', 'group', 'add_options', 'positive_int', 'pixels', 'nonneg_int',
+           'positive_float', 'nonneg_float', 'fraction', 'nonempty', 'Commands']
 
 # %% ../nbs/ref/12_script.ipynb
 user_errors = (UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)  # one line, no traceback
@@ -52,10 +53,49 @@ def add_options(p, # an `ArgumentParser`, or an argument group of one
         elif isinstance(default, (int, float)): kw.setdefault('type', type(default))
         p.add_argument(*kw.pop('short', []), flag, default=default, help=help, **kw)
 
+def _at_least(lo:int):
+    def _f(s:str)->int:
+        try: n = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number, got {s!r}") from None
+        if n < lo: raise argparse.ArgumentTypeError(f"must be at least {lo}, got {n}")
+        return n
+    return _f
+
 def positive_int(s:str)->int:
     "An `argparse` type: a whole number, at least 1."
-    if (n := int(s)) < 1: raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return _at_least(1)(s)
+
+def pixels(s:str)->int:
+    "An `argparse` type: an image side in pixels, 1 to 4096."
+    if (n := positive_int(s)) > 4096: raise argparse.ArgumentTypeError(f"must be at most 4096 pixels, got {n}")
     return n
+
+def nonneg_int(s:str)->int:
+    "An `argparse` type: a whole number, at least 0."
+    return _at_least(0)(s)
+
+def _finite(s:str, ok, what:str)->float:
+    try: x = float(s)  # 'nan', 'inf' parse: refused below
+    except ValueError: raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+    if not (math.isfinite(x) and abs(x) < 3.4e38 and ok(x)): raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+    return x
+
+def positive_float(s:str)->float:
+    "An `argparse` type: a finite number above 0 (a learning rate)."
+    return _finite(s, lambda x: x > 0, 'a finite number above 0')
+
+def nonneg_float(s:str)->float:
+    "An `argparse` type: a finite number, 0 or more (weight decay, seconds)."
+    return _finite(s, lambda x: x >= 0, 'a finite number, 0 or more')
+
+def fraction(s:str)->float:
+    "An `argparse` type: a number strictly between 0 and 1 (a share held out)."
+    return _finite(s, lambda x: 0 < x < 1, 'a number between 0 and 1 (both excluded)')
+
+def nonempty(s:str)->str:
+    "An `argparse` type: a string that is not empty (a separator)."
+    if not s: raise argparse.ArgumentTypeError("must not be empty")
+    return s
 
 # %% ../nbs/ref/12_script.ipynb
 class _Parser(argparse.ArgumentParser):

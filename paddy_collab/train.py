@@ -18,16 +18,19 @@ from fastai.callback.schedule import *  # fine_tune, fit_one_cycle
 from fastai.interpret import ClassificationInterpretation
 from fastai.vision.learner import vision_learner
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 from .paddy_data import *
+from .paddy_checks import check_paddy
 from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/08_heads
 from .hub import *  # pretrained_kwargs: see ref/09_hub
 from .memory import *  # auto_accum: see ref/10_memory
 
 # %% auto 0
-__all__ = ['PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'train', 'lesson_cfg']
+__all__ = ['PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss', 'StopOnNaN', 'train',
+           'lesson_cfg']
 
 # %% ../nbs/04_train.ipynb
 @dataclass
@@ -48,6 +51,9 @@ class PredSet:
         for h, p, v in zip(self.heads, self.probs, self.vocabs):
             if p.ndim != 2 or p.shape != (len(self.files), len(v)):
                 raise ValueError(f"head {h!r}: probabilities of shape {tuple(p.shape)}, expected ({len(self.files)} files, {len(v)} classes)")
+            if not (bad := ~torch.isfinite(p).all(1)).any(): continue
+            raise ValueError(f"head {h!r}: {int(bad.sum())} of {len(p)} rows hold NaN or infinite probabilities (first: {self.files[int(bad.nonzero()[0])]}); "
+                             "the model that made them diverged: retrain it with a lower learning rate")
 
     def __getitem__(self, head): return self.probs[self.head_idx(head)]
     def head_idx(self, head)->int:
@@ -84,6 +90,7 @@ def accum_setup(accum:int=1, # number of batches whose gradients are added up be
                 bs:int=64, # effective batch size: samples per optimizer step
                )->tuple: # (batch size to load, callbacks)
     "Batch size and callbacks for `accum` batches per optimizer step and about `bs` samples per step."
+    if not isinstance(bs, int) or bs < 1: raise ValueError(f"bs must be a whole number, at least 1, got {bs!r}")
     if not isinstance(accum, int) or not 1 <= accum <= bs: raise ValueError(f"accum must be an int from 1 to bs={bs}, got {accum!r}")
     if accum == 1: return bs, []
     return bs//accum, [GradientAccumulation(n_acc=(bs//accum)*accum)]
@@ -145,9 +152,11 @@ def _head_kwargs(dls, multi:bool)->dict:
 
 def _fit(learn, finetune:bool, epochs:int, lr:float):
     "The lesson's two branches: `fine_tune` (pretrained), or `unfreeze` + `fit_one_cycle` (from scratch)."
-    if finetune: return learn.fine_tune(epochs, lr)
-    learn.unfreeze()
-    learn.fit_one_cycle(epochs, lr)
+    try:
+        if finetune: return learn.fine_tune(epochs, lr)
+        learn.unfreeze()
+        learn.fit_one_cycle(epochs, lr)
+    except NonFiniteLoss as e: raise NonFiniteLoss(e.msg) from None  # one line, without fastai's "Exception occured in ..."
 
 def _test_probs(learn, tst_dl, n_tta:int):
     "Probabilities on `tst_dl` (TTA if `n_tta`), keeping the training history for `plot_loss` (`tta` runs `before_fit`, which resets the recorder)."
@@ -165,6 +174,18 @@ def _pred_set(learn, probs, tst_dl, multi:bool, **meta)->PredSet:
     meta['item_tfms'] = repr(resize or meta.get('item_tfms'))
     return PredSet(list(probs) if multi else [probs], list(learn.dls.vocab) if multi else [learn.dls.vocab], [f.name for f in tst_dl.items],
                    ['disease', 'variety'] if multi else ['disease'], meta | dict(valid=valid))
+
+class NonFiniteLoss(UsageError):
+    "The loss became NaN or infinite: training diverged."
+    def __init__(self, msg): super().__init__(msg); self.msg = msg  # fastai rewrites `args` of an error raised in a callback; `msg` stays
+
+class StopOnNaN(Callback):
+    "Raise `NonFiniteLoss` at the first batch whose loss is not finite: fastai's `TerminateOnNaNCallback` only cancels the fit, and the broken model would be saved."
+    def after_loss(self):
+        if torch.isfinite(self.learn.loss).all(): return
+        phase = 'training' if self.training else 'validation'
+        raise NonFiniteLoss(f"the {phase} loss is {float(self.learn.loss.detach())} at epoch {self.epoch}, batch {self.iter}: training diverged, so nothing was saved; "
+                            f"lower the learning rate (it was {self.learn.opt.hypers[-1]['lr']:.3g} at that batch) or check the data")
 
 def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ...)
           size=224, # final image size (int or (height, width)), as in `aug_transforms(size=...)`
@@ -193,12 +214,12 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
     check_arch(arch, pretrained)
     model_kw = pretrained_kwargs(arch) if pretrained else {}  # fails at once when the weights cannot be had
     if accum == 'auto': accum = auto_accum(arch, size, bs=bs)
-    bs_, acc_cbs = accum_setup(accum, bs)
-    set_seed(seed)
+    bs_, acc_cbs = accum_setup(accum, bs); set_seed(seed)
+    if dls is None and check is True: check = check_paddy(path)  # the test images too, before the first epoch
     if dls is None: dls = paddy_dls(path, size=size, item_tfms=item_tfms, bs=bs_, seed=seed, multi_target=multi_target,
                                     num_workers=num_workers, check=check)
     multi, tst_dl = hasattr(dls.vocab[0], 'o2i'), paddy_test_dl(dls, ifnone(path, dls.report.path))  # two vocabularies: two heads
-    learn = vision_learner(dls, arch, pretrained=pretrained, cbs=acc_cbs + list(ifnone(cbs, [])), **model_kw, **(_head_kwargs(dls, multi) | kwargs))
+    learn = vision_learner(dls, arch, pretrained=pretrained, cbs=acc_cbs + [StopOnNaN()] + list(ifnone(cbs, [])), **model_kw, **(_head_kwargs(dls, multi) | kwargs))
     prec = set_precision(learn, precision)
     with (contextlib.nullcontext() if show else learn.no_bar()), (contextlib.nullcontext() if show else learn.no_logging()):
         _fit(learn, finetune, epochs, lr)

@@ -77,7 +77,7 @@ def test_usage_errors():
     user_error(contains='required: COMMAND')
     user_error('frobnicate', contains="invalid choice: 'frobnicate'")
     user_error('synth', contains='required: path')
-    user_error('synth', 'x', '--n-per-class', 'many', contains="invalid int value: 'many'")
+    user_error('synth', 'x', '--n-per-class', 'many', contains="argument --n-per-class: must be a whole number, got 'many'")
 
 
 # --- synth ----------------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def test_synth(paddy, tmp_path):
     assert (paddy/'train.csv').stat().st_mtime_ns == before
     (tmp_path/'file').write_text('')
     user_error('synth', tmp_path/'file'/'paddy', contains='is a file, not a folder')
-    user_error('synth', tmp_path/'p', '--n-per-class', 0, contains='n_per_class must be >= 1')
+    user_error('synth', tmp_path/'p', '--n-per-class', 0, contains='argument --n-per-class: must be at least 1')
     ok('synth', tmp_path/'p', '--n-per-class', 1, '--n-test', 1, '--size', 32, 32)
     ok('synth', tmp_path/'p', '--n-per-class', 1, '--n-test', 2, '--size', 32, 32, '--force')
     assert len(list((tmp_path/'p'/'test_images').glob('*.jpg'))) == 2
@@ -360,7 +360,7 @@ def test_internal_errors_show_their_traceback(tmp_path):
     "A bug (any exception the boundary did not turn into a UsageError) is not passed off as a user error: traceback, exit 1."
     r = injected('paddy_collab.core', 'check_writable', 'ValueError', ['synth', tmp_path/'p', '--n-per-class', 1, '--n-test', 1, '--size', 8, 8])
     assert r.returncode == 1 and 'Traceback' in r.stderr and 'an internal bug' in r.stderr, r.stderr
-    user_error('synth', tmp_path/'q', '--n-per-class', '0', contains='n_per_class must be >= 1')  # the library's check of user input: one line
+    user_error('synth', tmp_path/'q', '--n-per-class', '0', contains='argument --n-per-class: must be at least 1')  # the library's check of user input: one line
 
 def test_internal_errors_in_the_library(ratings_csv, tmp_path):
     "A `KeyError` or `ValueError` from inside a library function the job calls (not a check of the user's input) shows its traceback."
