@@ -168,6 +168,7 @@ def paddy_dls(path, # the competition folder (real or synthetic)
               **kwargs, # passed to `DataBlock.dataloaders` (e.g. `device`, `batch_tfms` goes to `paddy_block`)
              )->DataLoaders:
     "`DataLoaders` over the training images of competition folder `path`, with the same validation split for the same `seed`."
+    if not isinstance(bs, int) or bs < 1: raise ValueError(f"bs must be a whole number, at least 1, got {bs!r}")
     path = Path(path)
     if isinstance(check, PaddyReport): report = check
     else: report = check_paddy(path, test=False, bad_images=bad_images) if check else paddy_report(path)
