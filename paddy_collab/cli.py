@@ -196,7 +196,7 @@ _kernel_opts = dict(user=(None, 'Kaggle user who owns the kernel (default: the s
     dataset=([], 'a dataset to attach (repeatable)', dict(action='append', metavar='OWNER/SLUG')),
     wheel_ds=(None, 'the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)', dict(metavar='[OWNER/]SLUG')),
     model=([], 'a Kaggle model to attach (repeatable)', dict(action='append', metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION')),
-    public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train)', dict(action=argparse.BooleanOptionalAction)),
+    public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train and the Paddy lesson notebooks; --no-gpu for a CPU kernel)', dict(action=argparse.BooleanOptionalAction)),
     internet=(None, 'allow internet in the kernel (default: off for --train, on otherwise)', dict(action=argparse.BooleanOptionalAction)),
     wait=(600., 'wait this long for your attached datasets to be ready before pushing', dict(metavar='SECS')),
     dry_run=(None, 'write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing', dict(metavar='DIR')))
@@ -231,10 +231,12 @@ def _pushed(r): print(f"{'created' if r['created'] else 'new version of'} {r['re
 @commands.add('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
               'paddy_collab push-wheels', force=False, **_dataset_opts('paddy-collab-wheels'),
               extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
-              find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')))
+              find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')),
+              python_version=(None, "the kernels' Python, X.Y (default: Kaggle's image's; $PADDY_KAGGLE_PYTHON overrides)", dict(metavar='X.Y')))
 def _push_wheels(a):
     from paddy_collab.kaggle import push_wheel_dataset
-    with user_input(): _pushed(push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait))
+    with user_input(): _pushed(push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait,
+                                                    python=a.python_version))
 
 @commands.add('push-weights', 'push the cached pretrained weights of timm architectures as a dataset (for kernels without internet)',
               'paddy_collab push-weights convnext_small.fb_in22k', force=False,
