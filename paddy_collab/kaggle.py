@@ -824,6 +824,12 @@ def push_kernel(nb=None, # a project notebook to push; None: the competition ker
     return kernel_files(nb, dry_run, user or 'your-kaggle-user', **kwargs) if dry_run else push_notebook(nb, user=user, wait=wait, **kwargs)
 
 # %% ../nbs/ref/04_kaggle.ipynb
+def _read_csv(p:Path):
+    "`p` as a `DataFrame`; an empty file is a `ValueError` naming it."
+    import pandas as pd
+    try: return pd.read_csv(p)
+    except pd.errors.EmptyDataError: raise ValueError(f"{p} is empty: expected a CSV with a header row and one row per test image") from None
+
 def check_submission(csv, # the submission CSV
                      sample, # the competition's `sample_submission.csv`
                      labels:dict|None=None, # {column: allowed values}; default: the values of that column in `train.csv` beside `sample`
@@ -833,7 +839,7 @@ def check_submission(csv, # the submission CSV
     csv, sample = Path(csv), Path(sample)
     for p in (csv, sample):
         if not p.is_file(): raise FileNotFoundError(f"{p} not found")
-    sub, smp = pd.read_csv(csv), pd.read_csv(sample)
+    sub, smp = _read_csv(csv), _read_csv(sample)
     if set(sub.columns) != set(smp.columns):
         raise ValueError(f"{csv} has columns {list(sub.columns)}; {sample.name} has {list(smp.columns)}")
     idc = smp.columns[0]

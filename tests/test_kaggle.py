@@ -442,6 +442,8 @@ def test_check_submission_catches_mistakes(kenv, comp_dir, tmp_path):
     good.to_csv(tmp_path/'good.csv', index=False)
     check_submission(tmp_path/'good.csv', comp_dir/'sample_submission.csv')
     with pytest.raises(ValueError, match='unknown label'): check_submission(tmp_path/'good.csv', comp_dir/'sample_submission.csv', labels={'label': ['normal']})
+    (tmp_path/'empty.csv').write_text('')
+    with pytest.raises(ValueError, match=r'empty\.csv is empty: expected a CSV'): submit(tmp_path/'empty.csv', COMP, 'x', path=comp_dir)  # not pandas' 'No columns to parse'
     with pytest.raises(ValueError, match='message'): submit(tmp_path/'good.csv', COMP, '  ', path=comp_dir)
     with pytest.raises(FileNotFoundError, match='sample_submission.csv not found'): submit(tmp_path/'good.csv', 'other-comp', 'x')
     assert len(kenv.requests) == n  # nothing was sent
