@@ -507,7 +507,8 @@ def test_lesson_kernel_finds_attached_data_weights_and_writes_where_kaggle_submi
     monkeypatch.chdir(tmp_path/'kaggle'/'working')
     monkeypatch.setenv('KAGGLE_KERNEL_RUN_TYPE', 'Batch')
     monkeypatch.setattr(pk.tempfile, 'gettempdir', lambda: str(tmp_path/'tmp'))
-    for k in ('HF_HUB_CACHE', 'HF_HUB_OFFLINE'): monkeypatch.delenv(k, raising=False)
+    import huggingface_hub.constants as hc  # `kernel_weights` points the imported hub at its cache: restore it afterwards, for the tests that follow
+    for k in ('HF_HUB_CACHE', 'HF_HUB_OFFLINE'): monkeypatch.setattr(hc, k, getattr(hc, k)); monkeypatch.setenv(k, ''); monkeypatch.delenv(k)
     p = lesson_path('cpu')
     out = capsys.readouterr().out
     assert 'pretrained weights from the attached dataset(s): test_resnet' in out and 'the real data from ../input/competitions/' + COMP in out
