@@ -30,7 +30,7 @@ lesson_models = {
     'swinv2_large_window12_192.ms_in22k': [(Resize(480, method='squish'), 192), (Resize(lesson_res), 192)],
     'swin_large_patch4_window7_224.ms_in22k_ft_in1k': [(Resize(480, method='squish'), 224), (Resize(lesson_res), 224)],
 }
-models = lesson_models  # the lesson's name, as ref/04_kaggle's kernel imports it
+models = lesson_models  # the lesson's name, as ref/10_kaggle's kernel imports it
 # the course's timm 0.6 names -> today's
 course_names = {'convnext_large_in22k': 'convnext_large.fb_in22k', 'vit_large_patch16_224': 'vit_large_patch16_224.augreg_in21k_ft_in1k',
                 'swinv2_large_window12_192_22k': 'swinv2_large_window12_192.ms_in22k', 'swin_large_patch4_window7_224': 'swin_large_patch4_window7_224.ms_in22k_ft_in1k'}

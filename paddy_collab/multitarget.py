@@ -8,7 +8,7 @@ from .core import *  # first: it silences torch's jit warning before fastai is i
 import torch, torch.nn.functional as F
 from fastai.metrics import error_rate
 from .paddy_data import *
-from .heads import *  # MultiTargetLoss, head_metrics, multi_tta, multi_predict: see ref/08_heads
+from .heads import *  # MultiTargetLoss, head_metrics, multi_tta, multi_predict: see ref/05_heads
 from .train import *
 
 # %% auto 0

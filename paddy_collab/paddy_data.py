@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-from .paddy_checks import *  # check_paddy, PaddyReport, get_test_files: see ref/11_paddy_checks
+from .paddy_checks import *  # check_paddy, PaddyReport, get_test_files: see ref/02_paddy_checks
 from fastcore.basics import ifnone
 from fastcore.foundation import L
 from fastai.data.core import DataLoaders

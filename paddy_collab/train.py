@@ -24,9 +24,9 @@ from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 from .paddy_data import *
 from .paddy_checks import check_paddy
-from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/08_heads
-from .hub import *  # pretrained_kwargs: see ref/09_hub
-from .memory import *  # auto_accum: see ref/10_memory
+from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/05_heads
+from .hub import *  # pretrained_kwargs: see ref/03_hub
+from .memory import *  # auto_accum: see ref/04_memory
 
 # %% auto 0
 __all__ = ['PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss', 'StopOnNaN', 'train',

@@ -1,4 +1,4 @@
-"""A local stand-in for the Kaggle API, for tests and the `ref/04_kaggle` notebook.
+"""A local stand-in for the Kaggle API, for tests and the `ref/10_kaggle` notebook.
 
 kaggle 2.x sends every call as `POST http://localhost/api/v1/<service>/<Method>` (JSON in, JSON out) when
 `KAGGLE_API_ENVIRONMENT=LOCALHOST`. `KaggleStandIn` answers the calls `paddy_collab.kaggle` makes the way Kaggle

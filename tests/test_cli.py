@@ -291,12 +291,12 @@ def test_push_kernel(kaggle_env, tmp_path):
         ENV.clear(); ENV.update(env)
         user_error('push-kernel', nb, contains="Checking dataset 'standin-user/paddy-collab-wheels' failed: HTTP 404")  # no wheels pushed yet
         assert not s.ops('SaveKernel')
-        so = ok('push-kernel', ROOT/'nbs'/'ref'/'06_cli.ipynb', '--title', 'paddy_collab command line', '--wheel-ds', '')
+        so = ok('push-kernel', ROOT/'nbs'/'app'/'04_cli.ipynb', '--title', 'paddy_collab command line', '--wheel-ds', '')
         req = s.ops('SaveKernel')[-1]['json']
         assert req['slug'] == 'standin-user/paddy-collab-command-line' and req['isPrivate'] is True and 'pushed' in so
         user_error('push-kernel', tmp_path/'none.ipynb', contains='is not a notebook')
         s.fail('SaveKernel', 403)
-        user_error('push-kernel', ROOT/'nbs'/'ref'/'06_cli.ipynb', '--wheel-ds', '', contains="accept the competition's rules at https://www.kaggle.com/competitions/paddy-disease-classification/rules")
+        user_error('push-kernel', ROOT/'nbs'/'app'/'04_cli.ipynb', '--wheel-ds', '', contains="accept the competition's rules at https://www.kaggle.com/competitions/paddy-disease-classification/rules")
     finally: ENV.clear(); ENV.update(ENV_)
 
 

@@ -37,7 +37,7 @@ def small(ratings):
     "A quickly trained model on 10% of the users, for error cases."
     return fit_movielens('bias', n_epoch=1, bs=256, ratings=ratings[ratings.user <= 94])
 
-# --- bad input (the checkers' own error cases are test_fail cells in nbs/ref/07_collab_data.ipynb) ---
+# --- bad input (the checkers' own error cases are test_fail cells in nbs/ref/06_collab_data.ipynb) ---
 
 def test_unknown_names(small, ratings):
     with pytest.raises(KeyError, match=r"did you mean \['Silence of the Lambs, The \(1991\)'"): nearest_items(small, 'Silence of the Lambs')

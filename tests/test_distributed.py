@@ -204,7 +204,7 @@ def test_cli_train_paddy(tmp_path, small_paddy):
     assert p2.files == p1.files and [p.shape for p in p2.probs] == [p.shape for p in p1.probs]
 
 def test_selfcheck_two_processes(tmp_path):
-    "`python -m paddy_collab.distributed --selfcheck OUT` in 2 processes: every validation item gathered once, in order (ref/05_distributed)"
+    "`python -m paddy_collab.distributed --selfcheck OUT` in 2 processes: every validation item gathered once, in order (ref/09_distributed)"
     r = launch(['--selfcheck', tmp_path], num_processes=2, timeout=600)
     assert 'selfcheck: 37 predictions from 2 process(es)' in r.stdout
     res = torch.load(tmp_path/'selfcheck.pt', weights_only=False)

@@ -19,7 +19,7 @@ def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('p')/'pa
 def test_model_names_are_pretrained_timm_models():
     import timm
     names = set(timm.list_models(pretrained=True))
-    assert models is lesson_models  # the lesson's name, which ref/04_kaggle's kernel imports
+    assert models is lesson_models  # the lesson's name, which ref/10_kaggle's kernel imports
     for arch in [*lesson_models, *course_names.values(), *model_weights]: assert arch in names and timm.is_model(arch), arch
     assert len(lesson_models) == 4 and all(len(v) >= 1 for v in lesson_models.values())
     for arch, details in lesson_models.items():
