@@ -290,7 +290,7 @@ def ml100k_ratings(args):
     from paddy_collab.core import find_ml100k_src
     for p in [args.ml100k, os.environ.get('ML100K_SRC'), ROOT/'data'/'ml-100k', find_ml100k_src()]:
         if p and (Path(p)/'u.data').exists():
-            from paddy_collab.collab import load_movielens
+            from paddy_collab.collab_data import load_movielens
             return load_movielens(Path(p))[['user', 'title', 'rating']], str(p)
     return None, None
 

@@ -4,23 +4,17 @@
 
 # %% ../nbs/07_collab.ipynb 2
 from __future__ import annotations
-import importlib
 import pandas as pd, torch
 from torch import nn
 from fastai.basics import *
 from fastai.collab import CollabDataLoaders, collab_learner
 from fastai.layers import Embedding, sigmoid_range
 from .collab_data import *
-from .collab_data import _check_sz
 from copy import deepcopy  # after the star imports, which bring a different `copy`
 
 # %% auto 0
 __all__ = ['collab_kinds', 'DotProduct', 'create_params', 'DotProductBias', 'CollabNN', 'movielens_dls', 'collab_model_learner',
-           'fit_movielens', 'movielens_titles', 'load_movielens', 'check_ratings', 'lowrank_ratings', 'collab_names',
-           'collab_emb_szs', 'collab_weights', 'collab_predict', 'expected_rating', 'reseed', 'UnknownNameError',
-           'collab_idx', 'top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend',
-           'ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'average_user', 'new_user_model',
-           'recommend_new_user']
+           'fit_movielens']
 
 # %% ../nbs/07_collab.ipynb
 class DotProduct(Module):
@@ -65,7 +59,7 @@ class CollabNN(Module):
                  y_range:tuple|None=(0,5.5), # squash the output into this range; None for raw outputs
                  n_act:int=100, # hidden activations
                  n_out:int=1): # outputs: 1 for a rating, 5 for 5-class logits
-        user_sz,item_sz = _check_sz(user_sz, 'user'),_check_sz(item_sz, 'item')
+        user_sz,item_sz = check_sz(user_sz, 'user'),check_sz(item_sz, 'item')
         self.user_factors = Embedding(*user_sz)
         self.item_factors = Embedding(*item_sz)
         self.layers = nn.Sequential(nn.Linear(user_sz[1]+item_sz[1], n_act), nn.ReLU(), nn.Linear(n_act, n_out))
@@ -111,9 +105,7 @@ def collab_model_learner(kind:str, # one of `collab_kinds`
     if kind not in collab_kinds: raise ValueError(f"kind must be one of {collab_kinds}, got {kind!r}")
     if kind=='fastai': learn = collab_learner(dls, n_factors=n_factors, y_range=y_range, **kwargs)
     elif kind=='fastai_nn': learn = collab_learner(dls, use_nn=True, layers=[100, 50], y_range=y_range, **kwargs)
-    elif kind=='ce':
-        from paddy_collab.collab_further import ce_rating_loss, ce_rating_mse, ce_rating_acc
-        learn = Learner(dls, CollabNN.from_dls(dls, y_range=None, n_out=5), loss_func=ce_rating_loss, metrics=[ce_rating_mse, ce_rating_acc], **kwargs)
+    elif kind=='ce': learn = Learner(dls, CollabNN.from_dls(dls, y_range=None, n_out=5), loss_func=ce_rating_loss, metrics=[ce_rating_mse, ce_rating_acc], **kwargs)
     else:
         n_users,n_items = (len(dls.classes[c]) for c in collab_names(dls))
         model = {'dot': lambda: DotProduct(n_users, n_items, n_factors, y_range), 'bias': lambda: DotProductBias(n_users, n_items, n_factors, y_range),
@@ -156,18 +148,3 @@ def fit_movielens(kind:str='fastai', # one of `collab_kinds`
     if key is not None: _fit_cache[key] = ({k:v.detach().clone() for k,v in learn.model.state_dict().items()},
                                            {k:deepcopy(getattr(learn.recorder, k)) for k in ('lrs', 'iters', 'losses', 'values', 'metric_names')})
     return learn
-
-# %% ../nbs/07_collab.ipynb
-_later = {'collab_interpret': ['top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend'],
-          'collab_further': ['ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'average_user', 'new_user_model', 'recommend_new_user']}
-_all_ = ['movielens_titles', 'load_movielens', 'check_ratings', 'lowrank_ratings', 'collab_names', 'collab_emb_szs', 'collab_weights', 'collab_predict',
-         'expected_rating', 'reseed', 'UnknownNameError', 'collab_idx', 'top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca',
-         'nearest_items', 'recommend', 'ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'average_user', 'new_user_model',
-         'recommend_new_user']  # a literal list: nbdev copies it into `__all__`
-assert set(_all_) >= {o for v in _later.values() for o in v}
-
-def __getattr__(name):
-    "The next lessons' helpers, from `paddy_collab.collab` as before (their modules import this one, so they are imported when first asked for)."
-    for mod,names in _later.items():
-        if name in names: return getattr(importlib.import_module(f'paddy_collab.{mod}'), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

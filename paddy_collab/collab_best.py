@@ -17,11 +17,9 @@ from .collab_data import GENRES, load_movielens, movielens_titles, movielens_use
 # %% auto 0
 __all__ = ['AGE_EDGES', 'YEAR_EDGES', 'CANDIDATES', 'BEST', 'load_u1', 'lesson_split', 'load_side', 'side_tensors', 'CollabData',
            'inner_split', 'HybridMF', 'RegLoss', 'AutoRec', 'masked_mse', 'hybrid_learner', 'autorec_learner',
-           'fit_predict', 'blend_features', 'fit_blend', 'blend', 'train_best', 'search', 'pick_best', 'GENRES']
+           'fit_predict', 'blend_features', 'fit_blend', 'blend', 'train_best', 'search', 'pick_best']
 
 # %% ../nbs/ref/08_collab_best.ipynb
-_all_ = ['GENRES']  # `u.item`'s genre columns, defined with its reader in `collab_data`
-
 def load_u1(path=None, # the grouplens `ml-100k` folder; default `ml100k_path()`
             fold:int|str=1, # which of the published splits: 1-5, 'a' or 'b' (`u{fold}.base` / `u{fold}.test`)
            )->tuple: # (train, test) DataFrames: user, movie, rating, timestamp, title
@@ -86,7 +84,7 @@ class CollabData:
 
     def dls(self, bs:int=512, device='cpu')->DataLoaders:
         "`TensorCollabDataLoaders` over `trn` and `tst` (with zero ratings if it has none), batches of `bs`: the indices `xt`, `xv`."
-        return TensorCollabDataLoaders._from_dss(self.dss, bs=bs, val_bs=max(bs, 4096), device=device)
+        return TensorCollabDataLoaders.from_dss(self.dss, bs=bs, val_bs=max(bs, 4096), device=device)
 
     def side(self, users:pd.DataFrame, items:pd.DataFrame)->dict: # `side_tensors` for this vocab
         "`side_tensors` of `load_side`'s `users` and `items`, aligned with this data's users and items."

@@ -16,8 +16,9 @@ from .core import *
 
 # %% auto 0
 __all__ = ['GENRES', 'movielens_titles', 'movielens_users', 'load_movielens', 'check_ratings', 'check_split', 'read_ratings',
-           'collab_names', 'collab_emb_szs', 'lowrank_ratings', 'collab_weights', 'collab_predict', 'expected_rating',
-           'reseed', 'UnknownNameError', 'collab_idx']
+           'collab_names', 'collab_emb_szs', 'check_sz', 'lowrank_ratings', 'collab_weights', 'collab_predict',
+           'expected_rating', 'ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'reseed', 'UnknownNameError',
+           'collab_classes', 'collab_idx']
 
 # %% ../nbs/ref/06_collab_data.ipynb
 GENRES = ['unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime', 'Documentary', 'Drama', 'Fantasy',
@@ -156,7 +157,10 @@ def collab_emb_szs(dls, # collab `DataLoaders`
     if unknown: raise KeyError(f"emb_szs names unknown column(s) {unknown}; the columns are {list(cols)}")
     return [(len(dls.classes[c]), int((emb_szs or {}).get(c, emb_sz_rule(len(dls.classes[c]))))) for c in cols]
 
-def _check_sz(sz, name):
+def check_sz(sz, # what `CollabNN` got as `user_sz` or `item_sz`
+             name:str, # 'user' or 'item', for the message
+            )->tuple: # (number of `name`s, embedding size), as ints
+    "`sz` as an `(n, size)` pair of ints, or a `TypeError` that says how `CollabNN` wants its sizes."
     if isinstance(sz, (list, tuple)) and len(sz)==2 and all(isinstance(o, (int, np.integer)) for o in sz): return tuple(int(o) for o in sz)
     if isinstance(sz, dict): raise TypeError(f"CollabNN takes ({name}s, size) pairs, not a dict; to override sizes use CollabNN.from_dls(dls, emb_szs={sz!r})")
     if isinstance(sz, list): raise TypeError(f"CollabNN got the whole list {sz!r} as {name}_sz: unpack it, CollabNN(*get_emb_sz(dls)), or use CollabNN.from_dls(dls)")
@@ -241,6 +245,21 @@ def expected_rating(logits:Tensor, # (n, n_classes) logits, class k meaning rati
     return (logits.float().softmax(-1) * torch.arange(first, first+logits.shape[-1], device=logits.device)).sum(-1)
 
 # %% ../nbs/ref/06_collab_data.ipynb
+def ce_rating_loss(inp, # (n, n_classes) logits
+                   targ, # ratings `first`, `first+1`, ... (any float or int dtype, any shape with n elements)
+                   first:int=1): # the rating of class 0
+    "Cross-entropy of logits `inp` against integer ratings `targ`, class k meaning rating `first+k`."
+    return F.cross_entropy(inp, targ.view(-1).round().long()-first)
+
+def ce_rating_mse(inp, targ, first:int=1):
+    "MSE between the expected rating under logits `inp` and the ratings `targ`."
+    return F.mse_loss(expected_rating(inp, first), targ.view(-1).float())
+
+def ce_rating_acc(inp, targ, first:int=1):
+    "How often the most likely class of logits `inp` is the rating `targ`."
+    return ((inp.argmax(-1)+first) == targ.view(-1).round().long()).float().mean()
+
+# %% ../nbs/ref/06_collab_data.ipynb
 def reseed(dls=None, # `DataLoaders` whose shuffling to restart, if any
            seed:int=42):
     "`set_seed(seed)` and restart each of `dls`' loaders' shuffling from `seed`."
@@ -253,7 +272,10 @@ class UnknownNameError(KeyError):
     "A user or item the model has no embedding for."
     def __str__(self): return str(self.args[0])
 
-def _classes(learn, kind):
+def collab_classes(learn, # a collab `Learner`
+                   kind:str, # 'item' or 'user'
+                  )->tuple: # (column name, its vocabulary: a `CategoryMap` whose index 0 is #na#)
+    "The column that holds `kind` in `learn`'s `DataLoaders`, and its vocabulary."
     un,iname = collab_names(learn.dls)
     col = iname if kind=='item' else un
     return col, learn.dls.classes[col]
@@ -264,7 +286,7 @@ def collab_idx(learn, # a collab `Learner`
               )->int: # the row of `name` in the model's embedding
     "The embedding index of item or user `name`; `UnknownNameError` with close matches if the model has none."
     if kind not in ('item', 'user'): raise ValueError(f"kind must be 'item' or 'user', got {kind!r}")
-    col,cm = _classes(learn, kind)
+    col,cm = collab_classes(learn, kind)
     o2i = cm.o2i
     keys = [name]
     if isinstance(name, str) and name.strip().lstrip('-').isdigit(): keys.append(int(name))

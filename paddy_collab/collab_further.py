@@ -9,28 +9,13 @@ from torch import nn
 from fastai.basics import *
 from fastai.tabular.model import TabularModel
 from .collab_data import *
-from .collab_interpret import _scores
+from .collab_interpret import item_scores
 from copy import deepcopy  # after the star imports, which bring a different `copy`
 
 # %% auto 0
-__all__ = ['ce_rating_loss', 'ce_rating_mse', 'ce_rating_acc', 'rating_acc', 'average_user', 'new_user_model',
-           'recommend_new_user']
+__all__ = ['rating_acc', 'average_user', 'new_user_model', 'recommend_new_user']
 
 # %% ../nbs/09_collab_further.ipynb
-def ce_rating_loss(inp, # (n, n_classes) logits
-                   targ, # ratings `first`, `first+1`, ... (any float or int dtype, any shape with n elements)
-                   first:int=1): # the rating of class 0
-    "Cross-entropy of logits `inp` against integer ratings `targ`, class k meaning rating `first+k`."
-    return F.cross_entropy(inp, targ.view(-1).round().long()-first)
-
-def ce_rating_mse(inp, targ, first:int=1):
-    "MSE between the expected rating under logits `inp` and the ratings `targ`."
-    return F.mse_loss(expected_rating(inp, first), targ.view(-1).float())
-
-def ce_rating_acc(inp, targ, first:int=1):
-    "How often the most likely class of logits `inp` is the rating `targ`."
-    return ((inp.argmax(-1)+first) == targ.view(-1).round().long()).float().mean()
-
 def rating_acc(inp, targ, lo:int=1, hi:int=5):
     "How often a regression prediction `inp`, rounded and clipped to [`lo`, `hi`], is the rating `targ`."
     return (inp.view(-1).round().clamp(lo, hi) == targ.view(-1).round()).float().mean()
@@ -83,5 +68,5 @@ def recommend_new_user(learn, # a collab `Learner`
                       )->pd.DataFrame: # item, pred
     "Top-`n` items for a user the model has never seen: the average user, fitted to `rated` if given."
     m = new_user_model(learn, rated, **kwargs)
-    col,df = _scores(learn, m, 0, set(rated or {}))
+    col,df = item_scores(learn, m, 0, set(rated or {}))
     return df.sort_values('pred', ascending=False, kind='stable').head(n).reset_index(drop=True)

@@ -9,11 +9,12 @@ from torch import nn
 from fastai.basics import *
 from .core import check_columns, UsageError
 from .collab_data import *
-from .collab_data import _classes
+from .collab import movielens_dls, fit_movielens
+from .fastcollab import TensorCollabDataLoaders, LeanLearner
 
 # %% auto 0
-__all__ = ['top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'recommend', 'save_collab',
-           'load_collab', 'train_collab']
+__all__ = ['top_biases', 'plot_biases', 'factor_pca', 'plot_factor_pca', 'nearest_items', 'item_scores', 'recommend',
+           'save_collab', 'load_collab', 'train_collab']
 
 # %% ../nbs/08_collab_interpret.ipynb
 def _stats(ratings, col, rating_name='rating'):
@@ -30,7 +31,7 @@ def top_biases(learn, # a collab `Learner` whose model has biases
     if kind not in ('item', 'user'): raise ValueError(f"kind must be 'item' or 'user', got {kind!r}")
     b = collab_weights(learn.model)[f'{kind}_b']
     if b is None: raise TypeError(f"{type(learn.model).__name__} has no biases; use a dot-product model (DotProductBias, collab_learner without use_nn)")
-    col,cm = _classes(learn, kind)
+    col,cm = collab_classes(learn, kind)
     b = b.detach().cpu()[1:]  # row 0 is #na#
     idxs = b.argsort(descending=largest)[:n]
     res = pd.DataFrame({col: [cm[int(i)+1] for i in idxs], 'bias': b[idxs].numpy()})
@@ -55,7 +56,7 @@ def factor_pca(learn, # a collab `Learner`
                rating_name:str='rating', # ratings column of `ratings`
               )->pd.DataFrame: # index: item name; columns: pc0..pc{k-1}, n_ratings
     "The first `k` principal components of the factors of the `n` most-rated items the model knows."
-    col,cm = _classes(learn, 'item')
+    col,cm = collab_classes(learn, 'item')
     check_columns(ratings, [col, rating_name], 'ratings')
     counts = ratings.groupby(col)[rating_name].count().sort_values(ascending=False, kind='stable')
     counts = counts[[o in cm.o2i and cm.o2i[o]!=0 for o in counts.index]][:n]
@@ -85,7 +86,7 @@ def nearest_items(learn, # a collab `Learner`
                  )->pd.DataFrame: # item, similarity; most similar first, never `name` itself
     "The `n` items whose factors have the highest cosine similarity with `name`'s."
     idx = collab_idx(learn, name, 'item')
-    col,cm = _classes(learn, 'item')
+    col,cm = collab_classes(learn, 'item')
     w = collab_weights(learn.model)['item_w'].detach().cpu().float()
     sims = nn.CosineSimilarity(dim=1)(w, w[idx][None])
     sims[0] = sims[idx] = -float('inf')  # neither #na# nor the item itself
@@ -105,8 +106,13 @@ def _rated(learn, user, ratings):
     u = learn.dls.classes[un][collab_idx(learn, user, 'user')]
     return set(ratings.loc[ratings[un]==u, iname])
 
-def _scores(learn, model, uidx, exclude):
-    col,cm = _classes(learn, 'item')
+def item_scores(learn, # a collab `Learner`, for its item vocabulary
+                model:nn.Module, # the model to score with: `learn.model`, or a copy such as `new_user_model`'s
+                uidx:int, # the user's row in the model's user embedding
+                exclude, # items not to score (those the user rated)
+               )->tuple: # (item column, DataFrame of item and pred, in vocabulary order)
+    "The predicted rating of user `uidx` under `model` for every item `learn` knows, except those in `exclude`."
+    col,cm = collab_classes(learn, 'item')
     keep = [i for i in range(1, len(cm)) if cm[i] not in exclude]
     if not keep: return col, pd.DataFrame({col: [], 'pred': np.zeros(0, dtype='float32')})
     x = torch.stack([torch.full((len(keep),), uidx), tensor(keep)], 1).to(next(model.parameters()).device)
@@ -120,7 +126,7 @@ def recommend(learn, # a collab `Learner`
              )->pd.DataFrame: # item, pred: the highest predicted ratings first
     "The `n` items with the highest predicted rating for `user` among those `user` has not rated."
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
-    col,df = _scores(learn, learn.model, collab_idx(learn, user, 'user'), _rated(learn, user, ratings))
+    col,df = item_scores(learn, learn.model, collab_idx(learn, user, 'user'), _rated(learn, user, ratings))
     return df.sort_values('pred', ascending=False, kind='stable').head(n).reset_index(drop=True)
 
 # %% ../nbs/08_collab_interpret.ipynb
@@ -170,8 +176,6 @@ def train_collab(df:pd.DataFrame, # the ratings (`read_ratings`)
     "Train the lesson's model `kind` on `df` with `fit_movielens`, showing its losses, and save it in `folder` with its plots."
     import time
     from fastai.collab import CollabDataLoaders
-    from paddy_collab.collab import movielens_dls, fit_movielens
-    from paddy_collab.fastcollab import TensorCollabDataLoaders, LeanLearner
     dls = movielens_dls(df, bs, seed, valid_pct, item_name, user_name, rating_name, TensorCollabDataLoaders if fast else CollabDataLoaders)
     t0 = time.time()
     learn = fit_movielens(kind, epochs, lr, wd, seed, bs, n_factors, tuple(y_range), dls=dls, cache=False, show=True, learner_cls=LeanLearner if fast else Learner)

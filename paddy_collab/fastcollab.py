@@ -155,7 +155,7 @@ class TensorCollabDataLoaders(DataLoaders):
         x,y = _codes(ratings, classes, cat_names, idx_dtype),_targ(ratings, rating_name, y_dtype)
         dss = [TensorCollab(x[i], y[i], classes, cat_names, [rating_name]) for i in (trn,val)]
         del x,y
-        return cls._from_dss(dss, path=path, bs=bs, val_bs=val_bs, shuffle=shuffle, replace=replace, device=device)
+        return cls.from_dss(dss, path=path, bs=bs, val_bs=val_bs, shuffle=shuffle, replace=replace, device=device)
 
     @classmethod
     @delegates(from_df.__func__, but=['valid_pct', 'seed'])
@@ -169,10 +169,12 @@ class TensorCollabDataLoaders(DataLoaders):
         cat_names = names[:2]
         classes = {n:collab_vocab(train[n]) for n in cat_names}
         dss = [TensorCollab(_codes(df, classes, cat_names, idx_dtype), _targ(df, names[2], y_dtype), classes, cat_names, names[2:]) for df in (train,valid)]
-        return cls._from_dss(dss, **kwargs)
+        return cls.from_dss(dss, **kwargs)
 
     @classmethod
-    def _from_dss(cls, dss, path='.', bs=64, val_bs=None, shuffle=True, replace=False, device=None):
+    def from_dss(cls, dss, # [train, valid] `TensorCollab`s
+                 path='.', bs=64, val_bs=None, shuffle=True, replace=False, device=None): # as in `from_df`
+        "`DataLoaders` over the train and valid `TensorCollab`s `dss`, already split and encoded."
         if device is None: device = default_device()
         dls = [TensorCollabDL(dss[0], bs=bs, shuffle=shuffle, drop_last=shuffle, device=device, replace=replace),
                TensorCollabDL(dss[1], bs=ifnone(val_bs, max(bs,1024)), shuffle=False, drop_last=False, device=device)]

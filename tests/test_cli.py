@@ -133,7 +133,7 @@ def test_sigint_synth(tmp_path):
 @pytest.fixture(scope='module')
 def ratings_csv(tmp_path_factory):
     "A small ratings CSV from known low-rank factors, with its own column names and a ';' separator."
-    from paddy_collab.collab import lowrank_ratings
+    from paddy_collab.collab_data import lowrank_ratings
     f = tmp_path_factory.mktemp('ratings')/'stars.csv'
     lowrank_ratings(n_users=50, n_items=30, density=0.7, seed=0).rename(columns={'user': 'uid', 'title': 'movie', 'rating': 'stars'}).to_csv(f, index=False, sep=';')
     return f

@@ -15,7 +15,7 @@ def ok(*args, timeout=600):
 @pytest.fixture(scope='module')
 def ratings(tmp_path_factory):
     "Known low-rank ratings (noise variance 0.09): predicting their mean gives an MSE of about their variance"
-    from paddy_collab.collab import lowrank_ratings
+    from paddy_collab.collab_data import lowrank_ratings
     df = lowrank_ratings(n_users=60, n_items=40, density=0.8, seed=0)
     f = tmp_path_factory.mktemp('ratings')/'r.csv'
     df.to_csv(f, index=False)
@@ -24,7 +24,7 @@ def ratings(tmp_path_factory):
 @pytest.fixture(scope='module')
 def stars(tmp_path_factory):
     "The same model's ratings rounded to whole stars 1 to 5, as the 5-class `ce` model needs"
-    from paddy_collab.collab import lowrank_ratings
+    from paddy_collab.collab_data import lowrank_ratings
     df = lowrank_ratings(n_users=60, n_items=40, density=0.8, seed=0)
     df['rating'] = df.rating.clip(1, 5).round()
     f = tmp_path_factory.mktemp('stars')/'r.csv'

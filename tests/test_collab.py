@@ -4,7 +4,10 @@ import numpy as np, pandas as pd, pytest, torch
 from fastai.learner import load_learner
 from fastai.basics import Learner, MSELossFlat
 from fastai.collab import collab_learner
+from paddy_collab.collab_data import *
 from paddy_collab.collab import *
+from paddy_collab.collab_interpret import *
+from paddy_collab.collab_further import *
 from paddy_collab.fastcollab import fast_collab_dls, LeanLearner
 from conftest import one_thread_ctx
 

@@ -58,7 +58,7 @@ WORKER = textwrap.dedent('''
         learn.export(out/'collab.pkl')  # every process calls it; fastai writes from the main process only
         main_print(f'collab: {len(preds)} predictions, {secs:.1f}s')
     if 'ml100k' in jobs:  # throughput benchmark only: MovieLens 100k, one epoch, 512 ratings per process and step
-        from paddy_collab.collab import load_movielens
+        from paddy_collab.collab_data import load_movielens
         from paddy_collab.fastcollab import fast_collab_dls, fast_collab_learner
         set_seed(0)
         dls = fast_collab_dls(load_movielens()[['user', 'title', 'rating']], bs=512, seed=42, device='cpu')
