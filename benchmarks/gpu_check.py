@@ -7,10 +7,11 @@ On a CUDA machine, in about 8 minutes and without network, it
   and stays finite, and scores each member's TTA predictions and their `ensemble` on the test images;
 - runs `step_mem`/`auto_accum` on CUDA (the lesson's memory per `accum` table, and the accum picked for the whole GPU
   and for a 16 GB Kaggle GPU);
-- runs every `#| cuda` cell of the notebooks (found by scanning `nbs/**/*.ipynb`) through nbdev's own `test_nb`, with
+- runs every `#| cuda` cell of the notebooks (found by scanning `nbs/**/*.ipynb`) through nbdev's own `test_nb`
+  (benchmarks/run_lessons.py's `test_notebook`), with
   `PADDY_SCALE=tiny` so that the lesson's GPU-sized cells run at reduced size;
-- times stock `collab_learner` and the fast path (`paddy_collab.fastcollab`) on MovieLens 100k, and one epoch of the
-  25M-rating synthetic set on the GPU;
+- times stock `collab_learner` and the fast path (`paddy_collab.fastcollab`) on MovieLens 100k with benchmarks/collab.py's
+  `stock_run` and `fast_run` (whose fast path runs on the CPU), and one epoch of the 25M-rating synthetic set on the GPU;
 - measures training images/s through the lesson's DataBlock at 480x640, as is and pre-resized once with fastai's
   `resize_images`, next to the loader alone and the GPU alone, and says which one is the bottleneck;
 - writes `report.json` and `report.md` (GPU, torch/CUDA versions, times, memory) after every section.
@@ -36,11 +37,13 @@ after every section, so a run cut short still returns what it measured. Options:
 the remaining sections are skipped, default 420), `--sections` (a subset), `--ml100k DIR`.
 """
 from __future__ import annotations
-import argparse, contextlib, glob, importlib.metadata as md, json, math, os, platform, re, shutil, subprocess, sys
+import argparse, contextlib, importlib.metadata as md, json, math, os, platform, shutil, subprocess, sys
 import tempfile, time, traceback, zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'benchmarks'))  # the sibling scripts it reuses: run_lessons (notebook runner), collab (collab timings, imported with fastai)
+from run_lessons import flagged_notebooks, test_notebook
 SECTIONS = ('env', 'train', 'accum', 'notebooks', 'collab', 'collab_25m', 'images')
 
 # --- bootstrap: stdlib only, before anything imports fastai ----------------------------------------------------------
@@ -120,6 +123,15 @@ def peak_reset():
 def peak_gib():
     import torch
     return gib(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+def bars_on_terminal_only():
+    "No progress bar unless stdout is a terminal: a piped log gets fastai's lines, never fastprogress's `\\r` bar fragments."
+    if sys.stdout.isatty(): return
+    import fastprogress.fastprogress as fp
+    from fastai.learner import defaults
+    from fastai.callback.progress import ProgressCallback
+    fp.NO_BAR = True  # fastprogress 1.1's `printing()` tests `stdout.isatty` without calling it, so it draws bars into pipes
+    defaults.callbacks = [c for c in defaults.callbacks if c is not ProgressCallback]  # a console bar writes '█\r' as soon as it is made
 
 _FAILS = []  # the current section's failed checks
 def check(cond, msg):
@@ -228,49 +240,9 @@ def sec_accum(cfg, state)->dict:
     print(f"  auto_accum({arch!r}, {size}) on this device: {r['auto_accum']}; within {r['budget_gib']:.1f} GiB: {r['accum_for_budget']}", flush=True)
     return r
 
-def cuda_notebooks(root=ROOT)->dict:
-    "Notebooks under `root/nbs` with at least one `#| cuda` cell: {relative path: number of such cells}."
-    pat, res = re.compile(r'^\s*#\s*\|\s*cuda\b', re.M), {}
-    for f in sorted(glob.glob(str(root/'nbs'/'**'/'*.ipynb'), recursive=True)):
-        if '.ipynb_checkpoints' in f: continue
-        cells = json.loads(Path(f).read_text())['cells']
-        n = sum(1 for c in cells if c['cell_type'] == 'code' and pat.search(''.join(c['source'])))
-        if n: res[str(Path(f).relative_to(root))] = n
-    return res
-
-def tst_flags(root=ROOT)->list:
-    "The test flags settings.ini declares."
-    import configparser
-    cp = configparser.ConfigParser(); cp.read(root/'settings.ini')
-    return cp['DEFAULT'].get('tst_flags', 'notest slow cuda net').split()
-
-_NB_RUNNER = """import sys, json
-from pathlib import Path
-from nbdev.test import test_nb
-ok, secs = test_nb(Path(sys.argv[1]), skip_flags=json.loads(sys.argv[2]), force_flags=['cuda'], showerr=True)
-print('GPU_CHECK_NB', json.dumps(dict(ok=bool(ok), secs=secs)))
-"""
-
-def run_notebook(nb, # path of the notebook
-                 timeout:float, # seconds before it is killed
-                 root=ROOT, scale:str='tiny')->dict:
-    "`nbdev.test.test_nb(nb, force_flags=['cuda'], skip_flags=<the other flags>)` in a fresh python, with `PADDY_SCALE=scale`."
-    skip = [f for f in tst_flags(root) if f != 'cuda']
-    env = dict(os.environ, PADDY_SCALE=scale, HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
-    t = time.perf_counter()
-    try: p = subprocess.run([sys.executable, *(['-S'] if sys.flags.no_site else []), '-c', _NB_RUNNER, str(Path(root)/nb), json.dumps(skip)], capture_output=True, text=True,
-                            timeout=timeout, env=env, cwd=root)
-    except subprocess.TimeoutExpired as e:
-        return dict(ok=False, secs=round(time.perf_counter()-t, 1), error=f'killed after {timeout:.0f}s', tail=((e.stderr or b'')[-1500:]).decode(errors='replace') if isinstance(e.stderr, bytes) else str(e.stderr or '')[-1500:])
-    m = re.search(r'^GPU_CHECK_NB (.*)$', p.stdout, re.M)
-    r = json.loads(m.group(1)) if m else dict(ok=False, secs=None)
-    r.update(wall=round(time.perf_counter()-t, 1), skip_flags=skip, force_flags=['cuda'])
-    if not r['ok']: r['tail'] = (p.stderr + p.stdout)[-2500:]
-    return r
-
 def sec_notebooks(cfg, state)->dict:
     "Every notebook with `#| cuda` cells through nbdev's `test_nb`, the cuda cells forced, `PADDY_SCALE=tiny`."
-    found = cuda_notebooks()
+    found = flagged_notebooks('cuda')
     check(found, 'no notebook has a #| cuda cell: the scan is broken')
     want = os.environ.get('GPU_CHECK_NBS')
     todo = [n for n in found if (want is None and not cfg['dry']) or (want and any(Path(n).match(w) or n == w for w in want.split(',')))]
@@ -279,7 +251,7 @@ def sec_notebooks(cfg, state)->dict:
     for nb in todo:
         left = state['deadline'] - time.monotonic() - 20
         if left < 30: r['runs'][nb] = dict(ok=None, skipped='time budget spent'); continue
-        r['runs'][nb] = res = run_notebook(nb, min(cfg['nb_timeout'], left))
+        r['runs'][nb] = res = test_notebook(nb, min(cfg['nb_timeout'], left), PADDY_SCALE='tiny', HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
         print(f"  {nb}: {'ok' if res['ok'] else 'FAILED'} in {res.get('wall')}s", flush=True)
     bad = [n for n, x in r['runs'].items() if x.get('ok') is False]
     check(not bad, f'notebooks failed: {bad}')
@@ -294,17 +266,15 @@ def ml100k_ratings(args):
             return load_movielens(Path(p))[['user', 'title', 'rating']], str(p)
     return None, None
 
-def _fit_collab(learn, epochs, lr, wd=0.1)->dict:
-    with learn.no_bar(), learn.no_logging(), Clock() as c:
-        learn.fit_one_cycle(epochs, lr, wd=wd); cuda_sync()
-    return dict(secs=c.wall, cpu_s=c.cpu, valid_mse=round(float(learn.recorder.values[-1][1]), 4))
+def _collab_fit(res:dict)->dict:
+    "The figures of one of benchmarks/collab.py's runs: seconds and CPU seconds to the last epoch's end, its valid MSE."
+    return dict(secs=round(res['wall'][-1], 2), cpu_s=round(res['cpu'][-1], 2), valid_mse=round(res['mses'][-1], 4), dls_cpu_s=round(res['c_dls'], 2))
 
 def sec_collab(cfg, state)->dict:
-    "Stock `CollabDataLoaders` + `collab_learner` vs `fast_collab_dls` + `fast_collab_learner`, the lesson's settings, on MovieLens 100k."
+    "benchmarks/collab.py's `stock_run` (`CollabDataLoaders` + `collab_learner`) and `fast_run` (the fast path), the lesson's settings, on MovieLens 100k."
     import torch
-    from fastai.collab import CollabDataLoaders, collab_learner
-    from fastai.torch_core import set_seed
-    from paddy_collab.fastcollab import fast_collab_dls, fast_collab_learner
+    from fastai.torch_core import default_device
+    from collab import stock_run, fast_run  # benchmarks/collab.py
     from paddy_collab.collab_data import lowrank_ratings
     ratings, src = ml100k_ratings(state['args'])
     if ratings is None:
@@ -314,41 +284,36 @@ def sec_collab(cfg, state)->dict:
     if cfg['collab']['top']:  # dry run: the densest corner (most active users, most rated movies), which a short fit learns
         top = lambda col: ratings[col].value_counts().index[:cfg['collab']['top']]
         ratings = ratings[ratings.user.isin(top('user')) & ratings.title.isin(top('title'))].reset_index(drop=True)
-    c, r = cfg['collab'], dict(data=src, n_ratings=len(ratings), device='cuda' if torch.cuda.is_available() else 'cpu')
-    r.update(settings=dict(bs=c['bs'], epochs=c['epochs'], lr=5e-3, wd=0.1, n_factors=50, y_range=[0, 5.5]))
-    mean_mse = None
-    for name, mk_dls, mk_learn in (('stock', CollabDataLoaders.from_df, collab_learner), ('fast', fast_collab_dls, fast_collab_learner)):
-        with Clock() as cd: dls = mk_dls(ratings, item_name='title', bs=c['bs'], seed=42)
-        set_seed(42)
-        learn = mk_learn(dls, n_factors=50, y_range=(0, 5.5))
-        r[name] = dict(dls_s=cd.wall, **_fit_collab(learn, c['epochs'], 5e-3))
-        if mean_mse is None:
-            y = torch.tensor(ratings.rating.values, dtype=torch.float32)
-            mean_mse = float(((y - y.mean())**2).mean())
-        print(f"  collab {name}: {r[name]['secs']:.1f}s fit, valid MSE {r[name]['valid_mse']:.4f}", flush=True)
+    c, r = cfg['collab'], dict(data=src, n_ratings=len(ratings))
+    r.update(settings=dict(bs=c['bs'], epochs=c['epochs'], lr=5e-3, wd=0.1, n_factors=50, y_range=[0, 5.5], sampling='replace'))
+    y = torch.tensor(ratings.rating.values, dtype=torch.float32)
+    mean_mse = float(((y - y.mean())**2).mean())
+    for name, run, dev in (('stock', stock_run, str(default_device())), ('fast', fast_run, 'cpu')):  # collab.py's fast path runs on the CPU
+        r[name] = dict(device=dev, **_collab_fit(run(ratings, c['bs'], 5e-3, c['epochs'], 42)))
+        print(f"  collab {name} ({dev}): {r[name]['secs']:.1f}s fit, valid MSE {r[name]['valid_mse']:.4f}", flush=True)
     r['predict_mean_mse'] = round(mean_mse, 4)
     r['speedup'] = round(r['stock']['secs']/r['fast']['secs'], 2)
     for k in ('stock', 'fast'): check(r[k]['valid_mse'] < mean_mse, f"{k}: valid MSE {r[k]['valid_mse']} is not below predicting the mean ({mean_mse:.4f})")
     return r
 
 def sec_collab_25m(cfg, state)->dict:
-    "One epoch of the MovieLens-25M-sized synthetic set with the fast path on this device."
+    "One epoch of the MovieLens-25M-sized synthetic set (benchmarks/collab.py's `scale_set`) with the fast path on this device."
     import gc, torch
     from fastai.torch_core import set_seed
     from paddy_collab.fastcollab import TensorCollabDataLoaders, fast_collab_learner, fast_embeddings, adamw_fused
-    from paddy_collab.collab_data import lowrank_ratings
+    from collab import scale_set, fit  # benchmarks/collab.py
     b = cfg['big']
-    with Clock() as cg: df = lowrank_ratings(b['n_users'], b['n_items'], b['n'], n_factors=8, noise=0.5, item_name='item', item_fmt=None, seed=0)
+    with Clock() as cg: df = scale_set(b['n_users'], b['n_items'], b['n'], seed=0)
     with Clock() as cd: dls = TensorCollabDataLoaders.from_df(df, bs=b['bs'], seed=42, idx_dtype=torch.int32, y_dtype=torch.bfloat16)
     del df; gc.collect()
     y = dls.valid_ds.y.float(); base = float(((y - dls.train_ds.y.float().mean())**2).mean())
     set_seed(42); peak_reset()
     learn = fast_collab_learner(dls, n_factors=50, y_range=(0, 5.5), opt_func=adamw_fused)
     fast_embeddings(learn.model)
-    fit = _fit_collab(learn, 1, b['lr'], wd=0.01)
+    f = _collab_fit(fit(learn, b['lr'], 1, 0.01, cd.cpu))
     r = dict(n_ratings=b['n'], n_users=b['n_users'], n_items=b['n_items'], bs=b['bs'], lr=b['lr'], device=str(dls.device),
-             generate_s=cg.wall, dls_s=cd.wall, epoch_s=fit['secs'], epoch_cpu_s=fit['cpu_s'], valid_mse=fit['valid_mse'],
-             predict_mean_mse=round(base, 4), ratings_per_s=round(len(dls.train_ds)/fit['secs']), peak_gib=peak_gib())
+             generate_s=cg.wall, dls_s=cd.wall, epoch_s=f['secs'], epoch_cpu_s=f['cpu_s'], valid_mse=f['valid_mse'],
+             predict_mean_mse=round(base, 4), ratings_per_s=round(len(dls.train_ds)/f['secs']), peak_gib=peak_gib())
     print(f"  25M-sized: one epoch {r['epoch_s']:.1f}s ({r['ratings_per_s']:,} ratings/s), valid MSE {r['valid_mse']} vs mean {r['predict_mean_mse']}", flush=True)
     check(r['valid_mse'] < base, f"valid MSE {r['valid_mse']} not below predicting the mean {base:.4f}")
     return r
@@ -509,6 +474,7 @@ def main(argv=None)->int:
     boot = bootstrap(args.wheels)
     os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('MPLBACKEND', 'Agg')
     import warnings; warnings.filterwarnings('ignore')
+    bars_on_terminal_only()
     if args.dry: torch.set_num_threads(min(2, os.cpu_count() or 1))
     cfg = config(args.dry)
     out = Path(args.out or (ROOT/'outputs'/'gpu_check_dry' if args.dry else ROOT/'benchmarks'/'gpu'))

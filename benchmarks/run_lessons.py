@@ -8,12 +8,13 @@ The notebooks are executed from copies (nothing is written back unless `--save D
 
 Peak memory is the largest resident set of the kernel and all its child processes together, sampled every 0.2 s, or the
 kernel's own high-water mark (`VmHWM`) if larger. Exit status 1 if a notebook fails or passes a limit.
+
+`test_notebook` is the other way to run one, as the tests do: nbdev's `test_nb`, cells with a test flag skipped unless
+forced (`benchmarks/gpu_check.py` forces the `cuda` cells). The module imports only the standard library at the top, so
+that it loads on a GPU image without Jupyter.
 """
-import argparse, os, sys, threading, time
+import argparse, configparser, json, os, re, subprocess, sys, threading, time
 from pathlib import Path
-import nbformat, psutil
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +23,11 @@ def lesson_notebooks()->list: return sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))
 class PeakRSS(threading.Thread):
     "Sample the resident memory of process `pid` and its descendants until `stop()`; `peak` is in bytes."
     def __init__(self, pid, every=0.2):
+        import psutil
         super().__init__(daemon=True)
         self.proc, self.every, self.peak, self._done = psutil.Process(pid), every, 0, threading.Event()
     def _rss(self)->int:
+        import psutil
         total = 0
         for p in [self.proc] + self.proc.children(recursive=True):
             try: total += p.memory_info().rss
@@ -34,6 +37,7 @@ class PeakRSS(threading.Thread):
         try: return next(int(l.split()[1])*1024 for l in open(f'/proc/{self.proc.pid}/status') if l.startswith('VmHWM'))
         except (OSError, StopIteration): return 0
     def run(self):
+        import psutil
         while not self._done.wait(self.every):
             try: self.peak = max(self.peak, self._rss())
             except psutil.Error: return
@@ -44,6 +48,9 @@ class PeakRSS(threading.Thread):
 
 def run_notebook(path:Path, timeout:int=3600, save:Path|None=None)->dict:
     "Execute every cell of `path` in a fresh kernel (cwd: the notebook's folder); its status, seconds and peak memory."
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
     nb = nbformat.read(path, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != 'MPLBACKEND'}  # as in Jupyter: the inline backend, figures kept
     client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}})
@@ -59,6 +66,47 @@ def run_notebook(path:Path, timeout:int=3600, save:Path|None=None)->dict:
         save.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, save/path.name)
     return dict(notebook=path.name, ok=err is None, secs=time.time()-start, peak_mb=peak/2**20, error=err)
+
+def tst_flags(root=ROOT)->list:
+    "The test flags settings.ini declares (`tst_flags`)."
+    cp = configparser.ConfigParser(); cp.read(Path(root)/'settings.ini')
+    return cp['DEFAULT'].get('tst_flags', 'notest slow cuda net').split()
+
+def flagged_notebooks(flag:str, root=ROOT)->dict:
+    "Notebooks under `root/nbs` with at least one cell flagged `#| flag`: {path relative to `root`: number of such cells}."
+    pat, res = re.compile(rf'^\s*#\s*\|\s*{re.escape(flag)}\b', re.M), {}
+    for f in sorted((Path(root)/'nbs').rglob('*.ipynb')):
+        if '.ipynb_checkpoints' in f.parts: continue
+        n = sum(1 for c in json.loads(f.read_text())['cells'] if c['cell_type'] == 'code' and pat.search(''.join(c['source'])))
+        if n: res[str(f.relative_to(root))] = n
+    return res
+
+_TEST_NB = """import sys, json
+from pathlib import Path
+from nbdev.test import test_nb
+ok, secs = test_nb(Path(sys.argv[1]), skip_flags=json.loads(sys.argv[2]), force_flags=json.loads(sys.argv[3]), showerr=True)
+print('RUN_LESSONS_NB', json.dumps(dict(ok=bool(ok), secs=secs)))
+"""
+
+def test_notebook(nb, # path of the notebook, relative to `root`
+                  timeout:float, # seconds before it is killed
+                  force_flags=('cuda',), # test flags whose cells run; the others' cells are skipped
+                  root=ROOT, # the project (its settings.ini names the flags)
+                  **env)->dict: # ok, secs, wall, skip_flags, force_flags; a failure's `tail` or `error`
+    "nbdev's `test_nb(nb)` in a fresh python with `env` added to the environment, as `tests/test_notebooks.py` runs it."
+    force = list(force_flags)
+    skip = [f for f in tst_flags(root) if f not in force]
+    t = time.perf_counter()
+    try: p = subprocess.run([sys.executable, *(['-S'] if sys.flags.no_site else []), '-c', _TEST_NB, str(Path(root)/nb), json.dumps(skip), json.dumps(force)],
+                            capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **env), cwd=root)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors='replace') if isinstance(e.stderr, bytes) else str(e.stderr or '')
+        return dict(ok=False, secs=round(time.perf_counter()-t, 1), error=f'killed after {timeout:.0f}s', tail=err[-1500:])
+    m = re.search(r'^RUN_LESSONS_NB (.*)$', p.stdout, re.M)
+    r = json.loads(m.group(1)) if m else dict(ok=False, secs=None)
+    r.update(wall=round(time.perf_counter()-t, 1), skip_flags=skip, force_flags=force)
+    if not r['ok']: r['tail'] = (p.stderr + p.stdout)[-2500:]
+    return r
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

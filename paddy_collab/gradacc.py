@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 # %% auto 0
-__all__ = ['train_accum', 'accum_memory']
+__all__ = ['train_accum', 'accum_step_memory', 'accum_memory']
 
 # %% ../nbs/03_gradacc.ipynb
 def train_accum(model, # a `torch.nn.Module`
@@ -35,38 +35,41 @@ def train_accum(model, # a `torch.nn.Module`
     return steps, count
 
 # %% ../nbs/03_gradacc.ipynb
-_mem_script = r'''
-import json, os, sys, resource, warnings
-warnings.simplefilter('ignore')
-a = json.loads(sys.argv[1])
-import numpy as np, torch, timm
-from pathlib import Path
-from PIL import Image
-import torch.nn.functional as F
-from paddy_collab.gradacc import train_accum
-torch.manual_seed(0)
-def mem_mb(key):
+def _mem_mb(key:str)->float:
     "VmRSS (now) or VmHWM (peak since the last reset) of this process, in MB; ru_maxrss where there is no /proc."
     if not os.path.exists('/proc/self/status'):
+        import resource
         r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return r / 2**20 if sys.platform == 'darwin' else r / 2**10
     for line in open('/proc/self/status'):
         if line.startswith(key + ':'): return int(line.split()[1]) / 1024
-files = sorted(Path(a['path']).glob('train_images/*/*.jpg'))[:a['bs'] * a['n_steps']]
-labels = sorted({f.parent.name for f in files})
-x = torch.tensor(np.stack([np.asarray(Image.open(f).convert('RGB').resize((a['size'], a['size']))) for f in files])).permute(0, 3, 1, 2).float() / 255
-y = torch.tensor([labels.index(f.parent.name) for f in files])
-model = timm.create_model(a['arch'], pretrained=False, num_classes=len(labels))
-opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-bs = a['bs'] // a['accum']
-try: open('/proc/self/clear_refs', 'w').write('5')  # Linux: reset the peak (VmHWM) to the current size
-except OSError: pass
-base = mem_mb('VmRSS')
-steps, _ = train_accum(model, opt, F.cross_entropy, zip(x.split(bs), y.split(bs)), n_acc=a['bs'])
-print(json.dumps(dict(base_MB=base, peak_MB=mem_mb('VmHWM'), steps=steps)))
-'''
+
+def accum_step_memory(path, # a Paddy Doctor folder with at least `bs*n_steps` training images
+                      accum:int, # batches per update
+                      arch:str, # a timm architecture, created with `pretrained=False`
+                      size:int, # image size
+                      bs:int, # samples per update: batches of `bs//accum`
+                      n_steps:int=1, # optimizer steps to run
+                     )->dict: # base_MB (resident set before training), peak_MB (during it), steps (optimizer steps taken)
+    "In this process: load the images, reset the peak memory, run `train_accum` and read the peak. `accum_memory` calls it in a fresh process."
+    import numpy as np, timm, torch.nn.functional as F
+    from PIL import Image
+    torch.manual_seed(0)
+    files = sorted(Path(path).glob('train_images/*/*.jpg'))[:bs * n_steps]
+    labels = sorted({f.parent.name for f in files})
+    x = torch.tensor(np.stack([np.asarray(Image.open(f).convert('RGB').resize((size, size))) for f in files])).permute(0, 3, 1, 2).float() / 255
+    y = torch.tensor([labels.index(f.parent.name) for f in files])
+    model = timm.create_model(arch, pretrained=False, num_classes=len(labels))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    try: open('/proc/self/clear_refs', 'w').write('5')  # Linux: reset the peak (VmHWM) to the current size
+    except OSError: pass
+    base = _mem_mb('VmRSS')
+    steps, _ = train_accum(model, opt, F.cross_entropy, zip(x.split(bs // accum), y.split(bs // accum)), n_acc=bs)
+    return dict(base_MB=base, peak_MB=_mem_mb('VmHWM'), steps=steps)
 
 # %% ../nbs/03_gradacc.ipynb
+_child = "import json, sys, warnings; warnings.simplefilter('ignore'); from paddy_collab.gradacc import accum_step_memory; print(json.dumps(accum_step_memory(**json.loads(sys.argv[1]))))"
+
 def accum_memory(path, # a Paddy Doctor folder (real or from `synth_paddy`) with at least `bs*n_steps` training images
                  accums=(1, 2, 4), # values of the lesson's `accum` (batches per update)
                  arch:str='resnet18', # a timm architecture, created with `pretrained=False`
@@ -81,7 +84,7 @@ def accum_memory(path, # a Paddy Doctor folder (real or from `synth_paddy`) with
         args = dict(path=str(path), accum=accum, arch=arch, size=size, bs=bs, n_steps=n_steps)
         # a fixed mmap threshold makes glibc hand big blocks back to the OS when freed, so the peak tracks live tensors, not heap fragmentation
         env = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': '65536'}
-        res = subprocess.run([sys.executable, '-c', _mem_script, json.dumps(args)], capture_output=True, text=True, timeout=timeout, env=env)
+        res = subprocess.run([sys.executable, '-c', _child, json.dumps(args)], capture_output=True, text=True, timeout=timeout, env=env)
         if res.returncode: raise RuntimeError(f"memory measurement for accum={accum} failed:\n{res.stderr[-2000:]}")
         r = json.loads(res.stdout.strip().splitlines()[-1])
         if r['steps'] != n_steps: raise RuntimeError(f"accum={accum}: expected {n_steps} optimizer step(s), got {r['steps']}: are there {bs*n_steps} training images?")

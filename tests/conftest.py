@@ -5,6 +5,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')  # timm weights cannot be downloade
 from pathlib import Path
 import pytest
 
+pytest_plugins = ['kaggle_server']  # the local Kaggle stand-in's fixtures: standin, kenv, built_wheel, fast_wheel, find_links
+
 ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='session')
@@ -27,17 +29,52 @@ def one_thread_ctx():
 
 @pytest.fixture
 def one_thread():
-    "The test body runs on one torch thread (use `one_thread_ctx` directly for a module-scoped or partial block)."
+    "The test body runs on one torch thread."
     with one_thread_ctx(): yield
 
-@pytest.fixture(scope='session')
-def small_paddy(tmp_path_factory):
-    "A small synthetic Paddy Doctor folder in Kaggle's layout (3 images a disease, 4 test images, 48x64), shared read-only by the session: copy it before breaking it."
-    from paddy_collab.synth import synth_paddy
-    return synth_paddy(tmp_path_factory.mktemp('small')/'paddy', n_per_class=3, n_test=4, size=(48, 64), seed=0)
+@pytest.fixture(scope='module')
+def one_thread_module():
+    "The whole module, its module-scoped fixtures included, runs on one torch thread (`pytestmark = pytest.mark.usefixtures('one_thread_module')`)."
+    with one_thread_ctx(): yield
 
-@pytest.fixture(scope='session')
-def lowrank():
-    "A small low-rank ratings table (120 users, 90 titles, rank 3, 40% filled, half stars): structure a model must recover."
+# Synthetic Paddy Doctor folders in Kaggle's layout, by name: `synth_paddy`'s arguments (seed 0). A test module picks one with
+# `pytestmark = pytest.mark.paddy('tiny')`; the default is 'small'.
+PADDY_SIZES = {'tiny': dict(n_per_class=1, n_test=6, size=(32, 42)),   # one image a disease: predictions and ensembles of untrained members
+               'small': dict(n_per_class=3, n_test=4, size=(48, 64)),  # a few training batches
+               'full': dict(n_per_class=3, n_test=5, size=(480, 640)),  # Paddy Doctor's own image size
+               'e2e': dict(n_per_class=30, n_test=40, size=(64, 85), solution=True)}  # enough to learn something, with the answers
+
+# Ratings tables by name: `lowrank_ratings`' arguments (known low-rank structure a model must recover), or MovieLens 100k.
+# A test module picks one with `pytestmark = pytest.mark.ratings('ml100k')`; the default is 'lowrank'.
+RATINGS = {'lowrank': dict(n_users=120, n_items=90, n_factors=3, noise=0.3, density=0.4, seed=1),  # 40% filled, half stars
+           'dense': dict(n_users=60, n_items=40, density=0.8, seed=0),
+           'ml100k': None}
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', f"paddy(size): the size of the `paddy` fixture, one of {list(PADDY_SIZES)}")
+    config.addinivalue_line('markers', f"ratings(name): the table the `ratings` fixture gives, one of {list(RATINGS)}")
+
+def _marked(request, name, default):
+    m = request.node.get_closest_marker(name)
+    return m.args[0] if m else default
+
+_paddy_sets = {}
+
+@pytest.fixture(scope='module')
+def paddy(request, tmp_path_factory):
+    "A synthetic Paddy Doctor folder of the module's size (`PADDY_SIZES`), made once a session and shared read-only: copy it before breaking it."
+    size = _marked(request, 'paddy', 'small')
+    if size not in _paddy_sets:
+        from paddy_collab.synth import synth_paddy
+        _paddy_sets[size] = synth_paddy(tmp_path_factory.mktemp(f'paddy_{size}')/'paddy', seed=0, **PADDY_SIZES[size])
+    return _paddy_sets[size]
+
+@pytest.fixture(scope='module')
+def ratings(request):
+    "A ratings table (user, title, rating) by the module's name for it (`RATINGS`); a fresh copy for each module, so changing it is safe."
+    name = _marked(request, 'ratings', 'lowrank')
+    if name == 'ml100k':
+        from paddy_collab.collab_data import load_movielens
+        return load_movielens()
     from paddy_collab.collab_data import lowrank_ratings
-    return lowrank_ratings(120, 90, n_factors=3, noise=0.3, density=0.4, seed=1)
+    return lowrank_ratings(**RATINGS[name])

@@ -248,7 +248,6 @@ def test_predict(paddy_models, paddy, collab_model, tmp_path):
 @pytest.fixture(scope='module')
 def kaggle_env(tmp_path_factory):
     "Environment variables sending the real kaggle client to a local stand-in server (see tests/kaggle_server.py)."
-    sys.path.insert(0, str(Path(__file__).parent))
     from kaggle_server import KaggleStandIn, standin_env
     import secrets
     d = tmp_path_factory.mktemp('kaggle')
@@ -314,7 +313,6 @@ def test_readme_kaggle_cycle(kaggle_env, paddy, tmp_path):
     "Every step of the Kaggle cycle, as the README shows it, against the stand-in: wheels, weights, push, status, output, submit."
     import json, shlex, timm, torch
     from safetensors.torch import save_file
-    sys.path.insert(0, str(ROOT/'tests'))
     from kaggle_server import dep_wheels
     s, env = kaggle_env
     wheels = dep_wheels()

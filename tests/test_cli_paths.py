@@ -12,20 +12,21 @@ def ok(*args, timeout=600):
     assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
     return r.stdout
 
+pytestmark = pytest.mark.ratings('dense')
+
 @pytest.fixture(scope='module')
-def ratings(tmp_path_factory):
-    "Known low-rank ratings (noise variance 0.09): predicting their mean gives an MSE of about their variance"
-    from paddy_collab.collab_data import lowrank_ratings
-    df = lowrank_ratings(n_users=60, n_items=40, density=0.8, seed=0)
+def ratings(ratings, tmp_path_factory):
+    "conftest's dense low-rank ratings (noise variance 0.09) as a CSV, and their variance: predicting their mean gives an MSE of about it"
+    df = ratings
     f = tmp_path_factory.mktemp('ratings')/'r.csv'
     df.to_csv(f, index=False)
     return f, float(df.rating.var())
 
 @pytest.fixture(scope='module')
-def stars(tmp_path_factory):
+def stars(ratings, tmp_path_factory):
     "The same model's ratings rounded to whole stars 1 to 5, as the 5-class `ce` model needs"
-    from paddy_collab.collab_data import lowrank_ratings
-    df = lowrank_ratings(n_users=60, n_items=40, density=0.8, seed=0)
+    import pandas as pd
+    df = pd.read_csv(ratings[0])
     df['rating'] = df.rating.clip(1, 5).round()
     f = tmp_path_factory.mktemp('stars')/'r.csv'
     df.to_csv(f, index=False)
@@ -60,12 +61,6 @@ def test_ce_needs_whole_stars(ratings, tmp_path):
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and 'whole stars 1 to 5' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
     assert not (tmp_path/'ce').exists()
-
-@pytest.fixture(scope='module')
-def paddy(tmp_path_factory):
-    p = tmp_path_factory.mktemp('data')/'paddy'
-    ok('synth', p, '--n-per-class', 3, '--n-test', 4, '--size', 48, 64, '--seed', 2)
-    return p
 
 def test_ensemble_small(paddy, tmp_path):
     "`--ensemble small`: resnet18 and convnext_atto, one member folder each (random weights: no download here)"

@@ -9,12 +9,8 @@ from paddy_collab.collab import *
 from paddy_collab.collab_interpret import *
 from paddy_collab.collab_further import *
 from paddy_collab.fastcollab import fast_collab_dls, LeanLearner
-from conftest import one_thread_ctx
 
-@pytest.fixture(scope='module', autouse=True)
-def module_one_thread():
-    "The module's fixtures train models too: one torch thread for all of it, restored afterwards."
-    with one_thread_ctx(): yield
+pytestmark = [pytest.mark.usefixtures('one_thread_module'), pytest.mark.ratings('ml100k')]  # the module's fixtures train models too: one torch thread for all of it
 
 # The lesson's figures, as stored in nbs/07_collab.ipynb: valid MSE after `fit_one_cycle(5, 5e-3, wd=...)` on stock
 # `CollabDataLoaders.from_df(ratings, item_name='title', bs=64, seed=42)`. 'fastai' is trained here (the `learn` fixture)
@@ -26,9 +22,6 @@ TOL = 0.02
 # `fit_one_cycle(5, 5e-3, wd=WD[kind])` at bs 1024 on tensors (about a second each): (valid MSE, MSE on the training ratings).
 TWINS = {'dot': (0.8557, 0.6655), 'bias': (0.8386, 0.6271), 'fastai': (0.8370, 0.6302), 'nn': (0.8691, 0.7924), 'fastai_nn': (0.9659, 0.4862)}
 WD = {'dot': None, 'bias': 0.1, 'fastai': 0.1, 'nn': 0.01, 'fastai_nn': 0.1}
-
-@pytest.fixture(scope='module')
-def ratings(): return load_movielens()
 
 @pytest.fixture(scope='module')
 def learn(ratings):

@@ -9,9 +9,9 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 SMALL = [dict(kind='mf', epochs=10, bs=64, n_factors=10), dict(kind='i-autorec', n_hidden=50, epochs=60)]
 
 @pytest.fixture(scope='module')
-def split(lowrank):
-    "conftest's `lowrank` with a row id (to see which rows each step receives), split as the lesson splits"
-    return lesson_split(lowrank.assign(rid=np.arange(len(lowrank))), seed=42)
+def split(ratings):
+    "conftest's low-rank `ratings` with a row id (to see which rows each step receives), split as the lesson splits"
+    return lesson_split(ratings.assign(rid=np.arange(len(ratings))), seed=42)
 
 def test_u1_loader_reads_the_published_folds():
     path = ml100k_path()

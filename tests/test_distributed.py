@@ -8,7 +8,6 @@ import os, sys, json, textwrap, time, subprocess
 from pathlib import Path
 import pytest, torch
 from paddy_collab.distributed import launch, launch_cmd, distrib_main
-from conftest import one_thread_ctx
 
 WORKER = textwrap.dedent('''
     "Train a Paddy and a collab model; the main process saves what they predict. Runs unchanged in 1 or N processes."
@@ -82,17 +81,17 @@ def run_worker(out:Path, jobs, paddy:Path, nproc=1, threads=None, subprocess_=Fa
     if nproc == 1:
         old = sys.argv
         try:
-            with one_thread_ctx(): assert distrib_main(args) == 0
+            assert distrib_main(args) == 0  # on one torch thread: the caller holds `one_thread_module`
         finally: sys.argv = old
         return None
     return launch(args, num_processes=nproc, threads=threads, timeout=600)
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, one_thread_module):
     "The worker's outputs in 1 and in 2 processes."
     from paddy_collab.synth import synth_paddy
     base = tmp_path_factory.mktemp('distrib')
-    paddy = synth_paddy(base/'paddy', n_per_class=4, n_test=6, size=(64, 80))  # not `small_paddy`: 32 training images fill one global batch of 2 x 16
+    paddy = synth_paddy(base/'paddy', n_per_class=4, n_test=6, size=(64, 80))  # not conftest's `paddy`: 32 training images fill one global batch of 2 x 16
     jobs = ['paddy', 'collab']
     r2 = run_worker(base/'two'/'out', jobs, paddy, nproc=2)
     run_worker(base/'one'/'out', jobs, paddy, nproc=1)
@@ -167,7 +166,7 @@ slow = pytest.mark.skipif('slow' not in os.environ.get('PADDY_TEST_FLAGS', '').s
                           reason="slow (a third 2-process launch; the worker's collab run covers the same code): set PADDY_TEST_FLAGS=slow")
 
 @slow
-def test_cli_train_collab(tmp_path):
+def test_cli_train_collab(tmp_path, one_thread):
     "`accelerate launch ... paddy_collab.cli train-collab` in 2 processes: one output folder, the files and MSE of a 1-process run."
     import numpy as np, pandas as pd
     from paddy_collab import cli
@@ -178,7 +177,7 @@ def test_cli_train_collab(tmp_path):
     args = ['train-collab', '--ratings', tmp_path/'r.csv', '--item-col', 'item', '--epochs', '2', '--quiet']
     prog = ['-m', 'paddy_collab.cli']
     r = launch(prog + args + ['--bs', '32', '--out', tmp_path/'two'], num_processes=2, timeout=600)
-    with one_thread_ctx(): assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
+    assert cli.main([str(a) for a in args] + ['--bs', '64', '--out', str(tmp_path/'one')]) == 0
     one, two = tmp_path/'one', tmp_path/'two'
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temporary folder left by either process
@@ -187,15 +186,15 @@ def test_cli_train_collab(tmp_path):
     print(f'train-collab valid MSE: 1 process {m1:.4f}, 2 processes {m2:.4f}')
     assert abs(m2 - m1) < 0.02*m1
 
-def test_cli_train_paddy(tmp_path, small_paddy):
+def test_cli_train_paddy(tmp_path, paddy, one_thread):
     "`accelerate launch ... paddy_collab.cli train-paddy --multi-target` in 2 processes: one member folder, the files of a 1-process run."
     from paddy_collab import cli
     from paddy_collab.ensemble import load_preds
-    args = ['train-paddy', '--data', small_paddy, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
+    args = ['train-paddy', '--data', paddy, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
             '--n-tta', '1', '--quiet']
     prog = ['-m', 'paddy_collab.cli']
     r = launch(prog + args + ['--bs', '8', '--out', tmp_path/'two'], num_processes=2, timeout=600)
-    with one_thread_ctx(): assert cli.main([str(a) for a in args] + ['--bs', '16', '--out', str(tmp_path/'one')]) == 0
+    assert cli.main([str(a) for a in args] + ['--bs', '16', '--out', str(tmp_path/'one')]) == 0
     (m1,), (m2,) = [list(d.iterdir()) for d in (tmp_path/'one', tmp_path/'two')]  # one member folder each
     assert m1.name == m2.name and sorted(p.name for p in m2.iterdir()) == sorted(p.name for p in m1.iterdir())
     assert not [p for p in [*tmp_path.iterdir(), *(tmp_path/'two').iterdir()] if p.name.startswith('.')]

@@ -13,8 +13,7 @@ def _ps(seed, files=('1.jpg', '2.jpg', '3.jpg'), heads=('disease',), arch='a'):
     vocabs = [diseases if h == 'disease' else varieties for h in heads]
     return PredSet([torch.randn(len(files), len(v), generator=g).softmax(1) for v in vocabs], vocabs, list(files), list(heads), dict(arch=arch))
 
-@pytest.fixture(scope='module')
-def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('p')/'paddy', n_per_class=1, n_test=6, size=(32, 42), seed=0)
+pytestmark = pytest.mark.paddy('tiny')
 
 def test_model_names_are_pretrained_timm_models():
     import timm

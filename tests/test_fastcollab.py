@@ -8,11 +8,8 @@ from paddy_collab.collab_data import load_movielens, lowrank_ratings
 from paddy_collab.fastcollab import (TensorCollabDataLoaders, fast_collab_dls, fast_collab_learner, LeanLearner, collab_split,
                                      adamw_fused, lazy_adamw, fast_embeddings, FastEmbedding)
 
-pytestmark = pytest.mark.usefixtures('one_thread')  # small ops on a shared 2-core machine
+pytestmark = [pytest.mark.usefixtures('one_thread'), pytest.mark.ratings('ml100k')]  # one thread: small ops on a shared 2-core machine
 IDS = dict(item_name='item', item_fmt=None)  # int32 user and item ids
-
-@pytest.fixture(scope='module')
-def ml100k(): return load_movielens()
 
 def same_split(df, torch_seed=None, **kw):
     "Assert stock and fast `DataLoaders` agree on vocab, rows (in order), indices and ratings"
@@ -29,8 +26,8 @@ def same_split(df, torch_seed=None, **kw):
     return dls,fdls
 
 @pytest.mark.parametrize('item', ['movie','title'])
-def test_same_split_ml100k(ml100k, item):
-    dls,fdls = same_split(ml100k, item_name=item, rating_name='rating', seed=42)
+def test_same_split_ml100k(ratings, item):
+    dls,fdls = same_split(ratings, item_name=item, rating_name='rating', seed=42)
     assert fdls.classes[item][0]=='#na#'
     # users/items seen only in the valid set map to '#na#' exactly when stock's do (fastai 2.8.7 builds the vocab on training rows)
     assert bool((fdls.valid_ds.x==0).any()) == bool((dls.valid_ds.cats.values==0).any())
@@ -53,8 +50,8 @@ def test_split_matches_random_splitter():
         b = collab_split(n, pct, seed)
         assert list(a[0])==b[0].tolist() and list(a[1])==b[1].tolist()
 
-def test_same_loss_same_weights(ml100k):
-    dls,fdls = same_split(ml100k, item_name='title', rating_name='rating', seed=42, bs=512)  # bs: fewer slow stock batches
+def test_same_loss_same_weights(ratings):
+    dls,fdls = same_split(ratings, item_name='title', rating_name='rating', seed=42, bs=512)  # bs: fewer slow stock batches
     set_seed(0)
     learn = collab_learner(dls, n_factors=50, y_range=(0,5.5))
     with learn.no_bar(): p,t,loss = learn.get_preds(with_loss=True)

@@ -43,14 +43,14 @@ def popen(*args, cwd):
 def hidden(folder)->list: return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith('.'))
 
 @pytest.fixture
-def paddy(small_paddy, tmp_path):
-    "A copy of the small synthetic Paddy folder, to break."
-    return Path(shutil.copytree(small_paddy, tmp_path/'paddy'))
+def paddy(paddy, tmp_path):
+    "A copy of conftest's small synthetic Paddy folder, to break."
+    return Path(shutil.copytree(paddy, tmp_path/'paddy'))
 
 @pytest.fixture(scope='module')
-def ratings_csv(tmp_path_factory, lowrank):
+def ratings_csv(tmp_path_factory, ratings):
     f = tmp_path_factory.mktemp('ratings')/'r.csv'
-    lowrank.to_csv(f, index=False)
+    ratings.to_csv(f, index=False)
     return f
 
 
@@ -92,20 +92,20 @@ def collab_model(tmp_path_factory, ratings_csv):
     return out
 
 @pytest.mark.parametrize('args,msg', BAD_OPTIONS, ids=[' '.join(a) for a, _ in BAD_OPTIONS])
-def test_option_out_of_range(args, msg, tmp_path, small_paddy, ratings_csv, collab_model, member):
+def test_option_out_of_range(args, msg, tmp_path, paddy, ratings_csv, collab_model, member):
     "Each option's bad value is refused when parsed; the rest of the command line is one that runs (so that old code shows what it did)."
     cmd, *rest = [str(tmp_path/'P') if a == 'P' else str(collab_model if args[0] == 'recommend' else member) if a == 'M' else a for a in args]
-    base = dict(synth=[], recommend=[], predict=['--data', small_paddy], **{'train-paddy': ['--data', small_paddy, *TINY], 'train-collab': ['--ratings', ratings_csv, '--epochs', '1', '--quiet']})
+    base = dict(synth=[], recommend=[], predict=['--data', paddy], **{'train-paddy': ['--data', paddy, *TINY], 'train-collab': ['--ratings', ratings_csv, '--epochs', '1', '--quiet']})
     user_error([cmd, *base[cmd], *rest] + (['--out', tmp_path/'out'] if cmd in ('train-paddy', 'train-collab', 'predict') else []), msg, tmp_path)
 
-def test_accum_more_than_bs(small_paddy, tmp_path):
-    user_error(['train-paddy', '--data', small_paddy, *TINY, '--accum', '16', '--out', tmp_path/'m'], '--accum 16 is more than --bs 8', tmp_path)
+def test_accum_more_than_bs(paddy, tmp_path):
+    user_error(['train-paddy', '--data', paddy, *TINY, '--accum', '16', '--out', tmp_path/'m'], '--accum 16 is more than --bs 8', tmp_path)
 
 def test_y_range_reversed(ratings_csv, tmp_path):
     user_error(['train-collab', '--ratings', ratings_csv, '--y-range', '5.5', '0', '--out', tmp_path/'c'], 'must be (low, high) with low < high', tmp_path)
 
-def test_data_is_a_file(small_paddy, tmp_path):
-    user_error(['train-paddy', '--data', small_paddy/'train.csv', *TINY, '--out', tmp_path/'m'], ['train.csv is a file', 'give the competition folder'], tmp_path)
+def test_data_is_a_file(paddy, tmp_path):
+    user_error(['train-paddy', '--data', paddy/'train.csv', *TINY, '--out', tmp_path/'m'], ['train.csv is a file', 'give the competition folder'], tmp_path)
 
 
 # --- data: every mistake in the competition folder is one line, before training -----------------------------------
@@ -140,18 +140,18 @@ BAD_RATINGS = [('one_row', pd.DataFrame(dict(user=[1], title=['a'], rating=[4.])
                ('infinite', None, 'infinite rating(s)')]
 
 @pytest.mark.parametrize('name,df,msg', BAD_RATINGS, ids=[n for n, *_ in BAD_RATINGS])
-def test_bad_ratings(lowrank, tmp_path, name, df, msg):
+def test_bad_ratings(ratings, tmp_path, name, df, msg):
     if df is None:
-        df = lowrank.copy()
+        df = ratings.copy()
         if name == 'infinite': df.loc[5, 'rating'] = np.inf
         else: df = pd.concat([df, df.head(3).assign(rating=df.rating.head(3) + 1)])
     f = tmp_path/'r.csv'; df.to_csv(f, index=False)
     user_error(['train-collab', '--ratings', f, '--epochs', '1', '--out', tmp_path/'c'], msg, tmp_path)
 
-def test_check_ratings_refuses_complex_and_inf(lowrank):
+def test_check_ratings_refuses_complex_and_inf(ratings):
     from paddy_collab.collab_data import check_ratings
-    with pytest.raises(TypeError, match='holds complex numbers'): check_ratings(lowrank.head(3).assign(rating=[1+2j, 2, 3]))
-    with pytest.raises(ValueError, match='infinite rating'): check_ratings(lowrank.head(3).assign(rating=[1., -np.inf, 3.]))
+    with pytest.raises(TypeError, match='holds complex numbers'): check_ratings(ratings.head(3).assign(rating=[1+2j, 2, 3]))
+    with pytest.raises(ValueError, match='infinite rating'): check_ratings(ratings.head(3).assign(rating=[1., -np.inf, 3.]))
 
 def test_bs_zero_refused():
     from paddy_collab.train import accum_setup
@@ -160,26 +160,26 @@ def test_bs_zero_refused():
 
 # --- numbers that are not numbers stop the run ---------------------------------------------------------------
 
-def test_nan_loss_stops_training(small_paddy, tmp_path, one_thread):
+def test_nan_loss_stops_training(paddy, tmp_path, one_thread):
     "A loss that becomes NaN stops `train` with one clear error; `train_ensemble` saves nothing (fastai's TerminateOnNaN would only cancel, quietly)."
     from paddy_collab.train import NonFiniteLoss
     from paddy_collab.ensemble import train_ensemble
     saved = []
     with pytest.raises(NonFiniteLoss, match=r'^the training loss is nan at epoch 0, batch \d+: training diverged, so nothing was saved'):
-        train_ensemble(small_paddy, {'test_resnet': [(None, 32)]}, on_member=lambda *a: saved.append(a), pretrained=False, finetune=False,
+        train_ensemble(paddy, {'test_resnet': [(None, 32)]}, on_member=lambda *a: saved.append(a), pretrained=False, finetune=False,
                        epochs=1, bs=8, n_tta=0, lr=float('nan'), show=False)
     assert saved == []
 
-def test_cli_lr_nan_leaves_no_model(small_paddy, tmp_path):
+def test_cli_lr_nan_leaves_no_model(paddy, tmp_path):
     "The issue's case, as a user runs it: `train-paddy --lr nan` exits non-zero with one line and leaves no model."
-    r = subprocess.run([sys.executable, '-m', 'paddy_collab.cli', 'train-paddy', '--data', str(small_paddy), *TINY, '--lr', 'nan', '--out', str(tmp_path/'m')],
+    r = subprocess.run([sys.executable, '-m', 'paddy_collab.cli', 'train-paddy', '--data', str(paddy), *TINY, '--lr', 'nan', '--out', str(tmp_path/'m')],
                        capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and '--lr' in r.stderr, r.stderr[-3000:]
     assert list(tmp_path.iterdir()) == []
 
-def test_cli_diverging_runs_save_nothing(small_paddy, ratings_csv, tmp_path, one_thread):
+def test_cli_diverging_runs_save_nothing(paddy, ratings_csv, tmp_path, one_thread):
     "A learning rate that makes the loss NaN: one line, exit 2, no model saved (before: exit 0 and a saved model, NaN in its manifest)."
-    user_error(['train-paddy', '--data', small_paddy, *TINY, '--lr', '1e30', '--out', tmp_path/'m'], ['the training loss is nan at epoch 0', 'training diverged, so nothing was saved'], tmp_path)
+    user_error(['train-paddy', '--data', paddy, *TINY, '--lr', '1e30', '--out', tmp_path/'m'], ['the training loss is nan at epoch 0', 'training diverged, so nothing was saved'], tmp_path)
     user_error(['train-collab', '--ratings', ratings_csv, '--epochs', '1', '--lr', '1e30', '--out', tmp_path/'c'], 'the validation MSE is nan: training diverged', tmp_path)
 
 def _preds(probs, vocab=('normal', 'blast'), files=('a.jpg', 'b.jpg'), heads=('disease',)):
@@ -190,16 +190,16 @@ def _preds(probs, vocab=('normal', 'blast'), files=('a.jpg', 'b.jpg'), heads=('d
 def test_predset_refuses_nan():
     with pytest.raises(ValueError, match=r"head 'disease': 1 of 2 rows hold NaN or infinite probabilities \(first: b.jpg\)"): _preds([[0.5, 0.5], [np.nan, 0.5]])
 
-def test_submission_refuses_other_vocabulary_and_mixed_heads(small_paddy, tmp_path):
+def test_submission_refuses_other_vocabulary_and_mixed_heads(paddy, tmp_path):
     from paddy_collab.ensemble import write_submission
     from paddy_collab.paddy_checks import get_test_files
     (tmp_path/'sample_submission.csv').write_text('')  # zero bytes
-    files, before = [f.name for f in get_test_files(small_paddy)], snap(tmp_path)
+    files, before = [f.name for f in get_test_files(paddy)], snap(tmp_path)
     p = np.full((len(files), 2), 0.5).tolist()
     with pytest.raises(ValueError, match=r"head 'disease' predicts \['rust'\], which are not in column 'label' of .*train.csv"):
-        write_submission(_preds(p, ('normal', 'rust'), files), small_paddy, tmp_path/'s.csv')
+        write_submission(_preds(p, ('normal', 'rust'), files), paddy, tmp_path/'s.csv')
     with pytest.raises(ValueError, match=r"head 'variety' predicts \['blast', 'normal'\], which are not in column 'variety'"):  # heads mixed up
-        write_submission(_preds(p, ('normal', 'blast'), files, ('variety',)), small_paddy, tmp_path/'s.csv', head='variety')
+        write_submission(_preds(p, ('normal', 'blast'), files, ('variety',)), paddy, tmp_path/'s.csv', head='variety')
     with pytest.raises(ValueError, match=r'sample_submission.csv is empty'): write_submission(_preds(p, ('normal', 'blast'), files), tmp_path/'sample_submission.csv', tmp_path/'s.csv')
     assert snap(tmp_path) == before
 
@@ -207,37 +207,37 @@ def test_submission_refuses_other_vocabulary_and_mixed_heads(small_paddy, tmp_pa
 # --- corrupt saved files: which file, and what to do ---------------------------------------------------------------
 
 @pytest.fixture
-def member(small_paddy, tmp_path):
+def member(paddy, tmp_path):
     "A saved Paddy member without training: a prediction set on the test images and a manifest, as `save_member` writes them."
     from paddy_collab.core import write_manifest
     from paddy_collab.ensemble import save_preds, member_files
     from paddy_collab.paddy_checks import get_test_files, check_paddy
-    files, vocab = [f.name for f in get_test_files(small_paddy)], check_paddy(small_paddy, decode=False, test=False).diseases
+    files, vocab = [f.name for f in get_test_files(paddy)], check_paddy(paddy, decode=False, test=False).diseases
     m = tmp_path/'models'/'m1'; m.mkdir(parents=True)
     save_preds(_preds(np.full((len(files), len(vocab)), 1/len(vocab)).tolist(), vocab, files), m/'preds.npz')
     write_manifest(m, 'train-paddy', 'paddy-model', arch='test_resnet', files=member_files)
     return m
 
-def test_predict_works_on_the_fake_member(member, small_paddy, tmp_path):
-    r, out, err = cli('predict', member, '--data', small_paddy, '--out', tmp_path/'s.csv')
+def test_predict_works_on_the_fake_member(member, paddy, tmp_path):
+    r, out, err = cli('predict', member, '--data', paddy, '--out', tmp_path/'s.csv')
     assert r == 0 and (tmp_path/'s.csv').exists(), err
 
 @pytest.mark.parametrize('damage', ['truncate', 'garbage', 'nan'])
-def test_corrupt_preds(member, small_paddy, tmp_path, damage):
+def test_corrupt_preds(member, paddy, tmp_path, damage):
     f = member/'preds.npz'
     if damage == 'truncate': f.write_bytes(f.read_bytes()[:100])
     elif damage == 'garbage': f.write_bytes(b'not a zip file at all')
     else:  # a well-formed file whose probabilities are NaN (a diverged run saved by an older version)
         with np.load(f) as z: info, probs = z['info'], z['probs_0'].copy()
         probs[0, 0] = np.nan; np.savez(f, info=info, probs_0=probs)
-    user_error(['predict', member, '--data', small_paddy, '--out', tmp_path/'s.csv'], ['preds.npz is not a prediction set written by save_preds, or is damaged', 'train that member again'], tmp_path)
+    user_error(['predict', member, '--data', paddy, '--out', tmp_path/'s.csv'], ['preds.npz is not a prediction set written by save_preds, or is damaged', 'train that member again'], tmp_path)
 
-def test_submit_refuses_the_variety_head(member, small_paddy, tmp_path):
-    user_error(['submit', member, '--data', small_paddy, '--out', tmp_path/'s.csv', '-m', 'x', '--dry-run', '--head', 'variety'], 'Kaggle scores disease labels', tmp_path)
+def test_submit_refuses_the_variety_head(member, paddy, tmp_path):
+    user_error(['submit', member, '--data', paddy, '--out', tmp_path/'s.csv', '-m', 'x', '--dry-run', '--head', 'variety'], 'Kaggle scores disease labels', tmp_path)
 
-def test_corrupt_manifest(member, small_paddy, tmp_path):
+def test_corrupt_manifest(member, paddy, tmp_path):
     (member/'paddy_collab.json').write_text('{"kind": "paddy-mo')
-    user_error(['predict', member, '--data', small_paddy, '--out', tmp_path/'s.csv'], ['paddy_collab.json is damaged', 'with --force'], tmp_path)
+    user_error(['predict', member, '--data', paddy, '--out', tmp_path/'s.csv'], ['paddy_collab.json is damaged', 'with --force'], tmp_path)
 
 def test_corrupt_collab_model(tmp_path):
     from paddy_collab.core import write_manifest

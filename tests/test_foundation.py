@@ -8,8 +8,7 @@ from paddy_collab.synth import synth_paddy, diseases, varieties
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted(p.stem for p in (ROOT/'paddy_collab').glob('*.py') if not p.stem.startswith('_'))
 
-@pytest.fixture(scope='module')
-def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('s')/'paddy', n_per_class=3, n_test=5, size=(480, 640), seed=0)
+pytestmark = pytest.mark.paddy('full')  # Paddy Doctor's own image size
 
 def test_synth_layout(paddy):
     assert sorted(p.name for p in (paddy/'train_images').iterdir()) == sorted(diseases) and len(diseases) == 10

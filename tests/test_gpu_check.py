@@ -6,6 +6,7 @@ import pytest, torch
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location('gpu_check', ROOT/'benchmarks'/'gpu_check.py')
 gc = importlib.util.module_from_spec(spec); spec.loader.exec_module(gc)
+import run_lessons as rl  # benchmarks/run_lessons.py, put on sys.path by gpu_check, whose notebook runner it uses
 
 def _run(*args, env=None, timeout=1500):  # the dry run takes about 1.5 CPU minutes; a shared machine can stretch that
     return subprocess.run([sys.executable, str(ROOT/'benchmarks'/'gpu_check.py'), *args], capture_output=True, text=True, timeout=timeout,
@@ -23,6 +24,7 @@ def dry_report(tmp_path_factory):
     out = tmp_path_factory.mktemp('gpu_dry')
     r = _run('--out', str(out), env=dict(GPU_CHECK_DRY='1', GPU_CHECK_NBS=''))
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert '\r' not in r.stdout and '\u2588' not in r.stdout, 'a progress bar in a piped log'
     return json.loads((out/'report.json').read_text()), (out/'report.md').read_text()
 
 def test_dry_sections(dry_report):
@@ -73,10 +75,10 @@ def test_notebook_runner(tmp_path):
                                                                "#| slow\nraise RuntimeError('slow cells are skipped')"])))
     (tmp_path/'nbs'/'b.ipynb').write_text(json.dumps(_nb(["#|cuda\nassert False, 'a failing cuda cell'"])))
     (tmp_path/'nbs'/'c.ipynb').write_text(json.dumps(_nb(['y = 2'])))
-    assert gc.cuda_notebooks(tmp_path) == {'nbs/b.ipynb': 1, 'nbs/sub/a.ipynb': 1}
-    r = gc.run_notebook('nbs/sub/a.ipynb', 120, root=tmp_path)
+    assert rl.flagged_notebooks('cuda', tmp_path) == {'nbs/b.ipynb': 1, 'nbs/sub/a.ipynb': 1}
+    r = rl.test_notebook('nbs/sub/a.ipynb', 120, root=tmp_path, PADDY_SCALE='tiny')
     assert r['ok'] is True and flag.read_text() == 'tiny' and 'cuda' not in r['skip_flags'] and 'slow' in r['skip_flags'], r
-    r = gc.run_notebook('nbs/b.ipynb', 120, root=tmp_path)
+    r = rl.test_notebook('nbs/b.ipynb', 120, root=tmp_path)
     assert r['ok'] is False and 'a failing cuda cell' in r['tail']
 
 def _wheel(d:Path, name='gpucheck_demo', version='0.1')->Path:

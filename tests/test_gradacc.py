@@ -101,3 +101,9 @@ def test_batchnorm_only_approximates():
     fa, _ = with_fastai(m0, x, y, bs=16, n_acc=64)
     assert max_diff(big, hand) > 1e-4  # normalised with the statistics of 16 samples, not 64
     assert max_diff(hand, fa) < 1e-6  # the two accumulations still agree with each other
+
+def test_accum_step_memory_is_a_module_function(paddy):
+    "What `accum_memory` runs in each fresh process is a function of the package (imported and linted like the rest), here run in this one."
+    from paddy_collab.gradacc import accum_step_memory
+    r = accum_step_memory(paddy, accum=2, arch='resnet10t', size=32, bs=8)
+    assert r['steps'] == 1 and r['peak_MB'] >= r['base_MB'] > 0, r

@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_server import KaggleStandIn, standin, kenv, built_wheel, fast_wheel, find_links  # noqa: F401  (fixtures)
+from kaggle_server import KaggleStandIn  # its fixtures come from conftest's `pytest_plugins`
 import paddy_collab.kaggle as pk
 from paddy_collab.kaggle import (KaggleError, KaggleCreds, find_creds, kaggle_creds, save_kaggle_json, comp_path, push_notebook,
                                  push_wheel_dataset, check_submission, submit)
@@ -479,27 +478,27 @@ def data_home(tmp_path, monkeypatch):
     return d
 
 
-def test_lesson_path_uses_the_real_data_at_every_scale(small_paddy, data_home, monkeypatch, capsys):
+def test_lesson_path_uses_the_real_data_at_every_scale(paddy, data_home, monkeypatch, capsys):
     from paddy_collab.paddy_data import lesson_path, real_paddy
     assert real_paddy() is None
-    monkeypatch.setenv('PADDY_PATH', str(small_paddy))
-    assert real_paddy() == small_paddy and lesson_path('full') == small_paddy
+    monkeypatch.setenv('PADDY_PATH', str(paddy))
+    assert real_paddy() == paddy and lesson_path('full') == paddy
     p = lesson_path('tiny')
     assert 'the real data from' in capsys.readouterr().out and p.parent == data_home
     trn = pd.read_csv(p/'train.csv')
     imgs = sorted(p.glob('train_images/*/*.jpg'))
-    assert len(imgs) == len(trn) == 30 and set(trn.image_id) == {f.name for f in imgs} and all(f.resolve().parent.parent == (small_paddy/'train_images').resolve() for f in imgs)
-    assert sorted(f.name for f in (p/'test_images').iterdir()) == sorted(f.name for f in (small_paddy/'test_images').iterdir())  # every test image: a whole submission
-    assert (p/'sample_submission.csv').read_text() == (small_paddy/'sample_submission.csv').read_text()
+    assert len(imgs) == len(trn) == 30 and set(trn.image_id) == {f.name for f in imgs} and all(f.resolve().parent.parent == (paddy/'train_images').resolve() for f in imgs)
+    assert sorted(f.name for f in (p/'test_images').iterdir()) == sorted(f.name for f in (paddy/'test_images').iterdir())  # every test image: a whole submission
+    assert (p/'sample_submission.csv').read_text() == (paddy/'sample_submission.csv').read_text()
     assert lesson_path('tiny') == p  # made once
     monkeypatch.setenv('PADDY_PATH', str(data_home))  # named, and not the data: an error, not the synthetic set
     with pytest.raises(FileNotFoundError, match='no train.csv'): lesson_path('tiny')
 
 
-def test_lesson_kernel_finds_attached_data_weights_and_writes_where_kaggle_submits(small_paddy, data_home, tmp_path, monkeypatch, capsys):
+def test_lesson_kernel_finds_attached_data_weights_and_writes_where_kaggle_submits(paddy, data_home, tmp_path, monkeypatch, capsys):
     from paddy_collab.paddy_data import lesson_path, submission_path
     inp = tmp_path/'kaggle'/'input'
-    shutil.copytree(small_paddy, inp/'competitions'/COMP)  # Kaggle's newer layout
+    shutil.copytree(paddy, inp/'competitions'/COMP)  # Kaggle's newer layout
     w = inp/'datasets'/'someone'/'paddy-collab-weights'; w.mkdir(parents=True)
     (w/'test-resnet.safetensors').write_bytes(b'x')
     (w/'weights.json').write_text(json.dumps({'test_resnet': dict(file='test-resnet.safetensors', hf_hub_id='timm/test_resnet.r160_in1k', hf_hub_filename='model.safetensors')}))

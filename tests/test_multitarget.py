@@ -8,9 +8,6 @@ from paddy_collab.multitarget import MultiTargetLoss, HeadError, head_metrics, m
 from fastai.vision.learner import vision_learner
 
 @pytest.fixture(scope='module')
-def paddy(small_paddy): return small_paddy
-
-@pytest.fixture(scope='module')
 def learn(paddy):
     torch.manual_seed(0)
     dls = paddy_dls(paddy, size=32, bs=8, multi_target=True)

@@ -16,8 +16,7 @@ CHANCE = 0.9
 
 def _cpu(): r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
 
-@pytest.fixture(scope='module')
-def paddy(tmp_path_factory): return synth_paddy(tmp_path_factory.mktemp('e2e')/'paddy', **SYNTH)
+pytestmark = pytest.mark.paddy('e2e')  # conftest's PADDY_SIZES['e2e']: 30 images a disease, 40 test images with the answers
 
 @pytest.fixture(scope='module')
 def members(paddy, tmp_path_factory):

@@ -21,7 +21,6 @@ import fcntl, hashlib, json, os, re, shutil, stat, subprocess, sys, time
 from pathlib import Path
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
 COMP = 'paddy-disease-classification'
 KERNEL_PYTHON = '3.12'  # Kaggle's image (paddy_collab.kaggle.kaggle_python)
@@ -119,7 +118,7 @@ def image(kpy):
 
 
 @pytest.fixture(scope='module')
-def kaggle_input(tmp_path_factory, small_paddy):
+def kaggle_input(tmp_path_factory, paddy):
     "What Kaggle attaches, made by the real code on this interpreter: the competition data, the wheel dataset (for Kaggle's Python) and the weights dataset."
     import huggingface_hub.constants as hc, paddy_collab.kaggle as pk
     from kaggle_server import dep_wheels
@@ -127,7 +126,7 @@ def kaggle_input(tmp_path_factory, small_paddy):
     if links is None: pytest.skip('PyPI unreachable: cannot fetch the dependency wheels for Python 3.12 once')
     root = tmp_path_factory.mktemp('kaggle_input')
     comp, wheels, weights = root/'competition', root/'paddy-collab-wheels', root/'paddy-collab-weights'
-    shutil.copytree(small_paddy, comp)
+    shutil.copytree(paddy, comp)
     info = pk.wheel_files(wheels, find_links=links)  # the default target: Kaggle's Python
     assert info['target']['python'] == KERNEL_PYTHON != _ver(sys.executable)
     r = root/'hf'/'hub'/'models--timm--test_resnet.r160_in1k'  # timm's test_resnet weights in the HF cache layout (nothing downloaded)

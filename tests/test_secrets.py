@@ -12,8 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_server import standin, kenv, built_wheel, fast_wheel  # noqa: F401  (fixtures)
 import paddy_collab.kaggle as pk
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,6 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 
-@pytest.fixture(scope='module')
-def paddy(small_paddy): return small_paddy
-
 # --- architectures and weights -------------------------------------------------------------------------------------
 
 def test_check_arch_suggests_close_names():
