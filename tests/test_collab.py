@@ -36,12 +36,9 @@ def small(ratings):
 # --- bad input (the checkers' own error cases are test_fail cells in nbs/ref/06_collab_data.ipynb) ---
 
 def test_unknown_names(small, ratings):
-    with pytest.raises(KeyError, match=r"did you mean \['Silence of the Lambs, The \(1991\)'"): nearest_items(small, 'Silence of the Lambs')
     with pytest.raises(KeyError, match="item 'Not A Movie' is not in the model's 'title' classes"): nearest_items(small, 'Not A Movie')
     with pytest.raises(KeyError, match="user 500 is not in the model's 'user' classes"): recommend(small, 500, ratings)  # not among the 94 users
-    with pytest.raises(KeyError, match="item 'Star Wars' is not in the model"): recommend_new_user(small, rated={'Star Wars': 5})
     with pytest.raises(ValueError, match="kind must be 'item' or 'user'"): top_biases(small, kind='movie')
-    with pytest.raises(ValueError, match='kind must be one of'): fit_movielens('svd')
     assert collab_idx(small, '7', 'user') == collab_idx(small, 7, 'user')
 
 # --- to scale: a known low-rank structure is recovered ---

@@ -139,4 +139,3 @@ def test_from_dfs_fixed_split():
     dls = TensorCollabDataLoaders.from_dfs(tr, va, bs=2)
     assert list(dls.classes['u'].items)==['#na#',1,2,3] and list(dls.classes['i'].items)==['#na#','a','b','c']
     assert dls.valid_ds.x.tolist()==[[3,3],[0,1]] and dls.valid_ds.y[:,0].tolist()==[5.,1.]
-    with pytest.raises(KeyError, match='valid'): TensorCollabDataLoaders.from_dfs(tr, va[['u','i']], rating_name='r')

@@ -117,7 +117,6 @@ def test_missing_test_folder(paddy):
 
 def test_get_variety_errors(paddy, tmp_path):
     with pytest.raises(FileNotFoundError, match='no train.csv for'): get_variety(tmp_path/'a'/'b'/'c.jpg')
-    with pytest.raises(KeyError, match='nope.jpg is not in'): get_variety(paddy/'train_images'/'blast'/'nope.jpg')
 
 def test_get_variety_sees_csv_changes(paddy):
     fn = first_image(paddy)
@@ -143,7 +142,6 @@ def test_skipped_image_gets_a_line_or_fails(paddy, capsys):
     fn.write_bytes(fn.read_bytes()[:200])
     r = check_paddy(bad)
     assert f"skipping unreadable training image {fn}" in capsys.readouterr().err and len(r.skipped) == 1
-    with pytest.raises(ValueError, match=r"1 unreadable training image\(s\).*bad_images='skip'"): check_paddy(bad, bad_images='raise')
     with pytest.raises(ValueError, match='unreadable'): paddy_dls(bad, size=32, bs=8, bad_images='raise')
 
 def test_batch_larger_than_training_set(paddy, capsys):

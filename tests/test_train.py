@@ -17,8 +17,6 @@ from fastai.optimizer import SGD
 
 def test_check_arch_suggests_close_names():
     assert check_arch('resnet18') == 'resnet18' and check_arch('resnet18', pretrained=False) == 'resnet18'
-    with pytest.raises(ValueError, match="did you mean 'convnext_small'"): check_arch('convnext_smal')
-    with pytest.raises(ValueError, match=r"no pretrained model 'resnet18\.nope'.*'resnet18\."): check_arch('resnet18.nope')
     with pytest.raises(ValueError, match='see timm.list_models'): check_arch('zzzzzzzzzzzzzzzz')
     with pytest.warns(FutureWarning, match="old name for 'convnext_large.fb_in22k'"): assert check_arch('convnext_large_in22k') == 'convnext_large_in22k'
 
@@ -28,8 +26,6 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     t = time.time()
     with pytest.raises(RuntimeError, match='cannot be reached within 0.5s.*pretrained=False'): pretrained_kwargs('resnet18.a1_in1k', timeout=0.5)
     assert time.time() - t < 5
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    with pytest.raises(RuntimeError, match='HF_HUB_OFFLINE is set'): pretrained_kwargs('resnet18.a1_in1k')
 
 def test_train_pretrained_offline_errors_before_reading_data(paddy, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
@@ -158,14 +154,12 @@ def test_auto_accum_cpu_is_one():
 # --- outputs and bad input ---------------------------------------------------------------------------------------
 
 def test_predset_checks_shapes():
-    with pytest.raises(ValueError, match=r'expected \(2 files, 3 classes\)'): PredSet([torch.rand(2, 4)], [['a', 'b', 'c']], ['1', '2'])
     with pytest.raises(ValueError, match='one probability tensor and one vocabulary per head'): PredSet([torch.rand(2, 3)], [['a', 'b', 'c']], ['1', '2'], ['d', 'v'])
     ps = PredSet([torch.tensor([[.1, .9], [.8, .2]]), torch.tensor([[1., 0.], [0., 1.]])], [['x', 'y'], ['p', 'q']], ['1', '2'], ['disease', 'variety'])
     assert ps.labels() == ['y', 'x'] and ps.labels('variety') == ['p', 'q'] and ps.labels(1) == ['p', 'q']
     with pytest.raises(KeyError, match="no head 'age'"): ps['age']
 
 def test_train_bad_input(paddy, tmp_path):
-    with pytest.raises(ValueError, match='pass path='): train('test_resnet', 32, pretrained=False)
     with pytest.raises(FileNotFoundError, match='not a folder|not found'): train('test_resnet', 32, path=tmp_path/'nope', pretrained=False)
     import shutil
     p = tmp_path/'p'; shutil.copytree(paddy, p); shutil.rmtree(p/'test_images')

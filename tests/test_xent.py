@@ -183,7 +183,6 @@ def test_xent_table():
 
 def test_bad_input_messages():
     x, y = torch.randn(3, 5), torch.tensor([0, 4, 1])
-    with pytest.raises(IndexError, match=r'target 5 is out of range for 5 classes \(expected 0..4\)'): cross_entropy(x, torch.tensor([0, 5, 1]))
     with pytest.raises(IndexError, match='target -1 is out of range'): cross_entropy(x, torch.tensor([0, -1, 1]))
     with pytest.raises(IndexError, match='target 9 is out of range for 5 classes'): xent_table(x[0], 9, 'abcde')
     with pytest.raises(ValueError, match=r'targets of shape \(4,\) do not match logits of shape \(3, 5\): class indices need shape \(3,\)'):
@@ -209,8 +208,6 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match=r'targets of shape \(2,\) do not match probs of shape \(2, 2\)'): binary_cross_entropy(p.clamp(0, 1), torch.ones(2))
     with pytest.raises(ValueError, match=r'targets of shape \(3,\) do not match logits of shape \(2,\)'): binary_cross_entropy_with_logits(torch.zeros(2), torch.ones(3))
     with pytest.raises(ValueError, match="reduction='avg' is not one of"): binary_cross_entropy(torch.tensor([0.5]), [1.], 'avg')
-    with pytest.raises(ValueError, match="target 'cow' is not one of the classes"): xent_table(x[0], 'cow', 'abcde')
-    with pytest.raises(ValueError, match='got 4 classes'): xent_table(x[0], 'a', 'abcd')
     with pytest.raises(ValueError, match=r'one prediction \(1-D'): xent_table(x, 'a', 'abcde')
 
 # ---- from scratch, light import -----------------------------------------------------------------------------------
