@@ -60,14 +60,24 @@ def _marked(request, name, default):
 
 _paddy_sets = {}
 
-@pytest.fixture(scope='module')
-def paddy(request, tmp_path_factory):
-    "A synthetic Paddy Doctor folder of the module's size (`PADDY_SIZES`), made once a session and shared read-only: copy it before breaking it."
+def _paddy_set(request, tmp_path_factory)->Path:
+    "The synthetic Paddy folder of the size the requesting module names (`PADDY_SIZES`), made once a session."
     size = _marked(request, 'paddy', 'small')
     if size not in _paddy_sets:
         from paddy_collab.synth import synth_paddy
         _paddy_sets[size] = synth_paddy(tmp_path_factory.mktemp(f'paddy_{size}')/'paddy', seed=0, **PADDY_SIZES[size])
     return _paddy_sets[size]
+
+@pytest.fixture(scope='module')
+def paddy(request, tmp_path_factory):
+    "A synthetic Paddy Doctor folder of the module's size (`PADDY_SIZES`), made once a session and shared read-only: use `paddy_copy` to break one."
+    return _paddy_set(request, tmp_path_factory)
+
+@pytest.fixture
+def paddy_copy(request, tmp_path_factory, tmp_path):
+    "A fresh copy of the module's `paddy` folder, for one test to break (a module that breaks every one names it `paddy`: `def paddy(paddy_copy)`)."
+    import shutil
+    return Path(shutil.copytree(_paddy_set(request, tmp_path_factory), tmp_path/'paddy'))
 
 @pytest.fixture(scope='module')
 def ratings(request):

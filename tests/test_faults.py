@@ -43,9 +43,7 @@ def popen(*args, cwd):
 def hidden(folder)->list: return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith('.'))
 
 @pytest.fixture
-def paddy(paddy, tmp_path):
-    "A copy of conftest's small synthetic Paddy folder, to break."
-    return Path(shutil.copytree(paddy, tmp_path/'paddy'))
+def paddy(paddy_copy): return paddy_copy  # here each test breaks its own copy of conftest's `paddy`
 
 @pytest.fixture(scope='module')
 def ratings_csv(tmp_path_factory, ratings):

@@ -6,9 +6,7 @@ import pytest
 from paddy_collab.paddy_data import check_paddy, paddy_dls, paddy_test_dl, get_test_files, get_variety
 
 @pytest.fixture
-def paddy(paddy, tmp_path):
-    "A fresh copy of the session's clean folder, for one test to break."
-    return Path(shutil.copytree(paddy, tmp_path/'paddy'))
+def paddy(paddy_copy): return paddy_copy  # here each test breaks its own copy of conftest's `paddy`
 
 def first_image(p): return sorted((p/'train_images').glob('*/*.jpg'))[0]
 
