@@ -83,6 +83,26 @@ def layer_violations(srcs:dict, # {module name: source text} of every module of 
     for c in _cycles(graph): out.add(f"{' -> '.join(c)}: circular import")
     return out
 
+def export_violations(srcs:dict)->set:
+    "Names in a module's `__all__` that it does not define itself: re-exported imports, and aliases (`old = new`) kept for old names."
+    out = set()
+    for name,src in srcs.items():
+        tree = ast.parse(src)
+        own, alias, all_ = set(), {}, []
+        for n in tree.body:
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): own.add(n.name)
+            elif isinstance(n, (ast.Assign, ast.AnnAssign)):
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target]):
+                    if isinstance(t, (ast.Tuple, ast.List)): own |= {e.id for e in t.elts if isinstance(e, ast.Name)}
+                    if not isinstance(t, ast.Name): continue
+                    if t.id == '__all__': all_ = ast.literal_eval(n.value)
+                    elif isinstance(n.value, (ast.Name, ast.Attribute)): alias[t.id] = ast.unparse(n.value)
+                    else: own.add(t.id)
+        for a in all_:
+            if a in alias: out.add(f"{name}: {a} is an alias of {alias[a]}")
+            elif a not in own: out.add(f"{name}: re-exports {a}")
+    return out
+
 def package_sources(pkg_dir:Path=PKG)->dict:
     "{module name: source} for every module file in `pkg_dir`."
     return {f.stem: f.read_text() for f in sorted(pkg_dir.glob('*.py'))}
@@ -91,6 +111,19 @@ def test_package_is_one_way():
     found = layer_violations(package_sources())
     assert found - EXPECTED == set(), "new layering violations:\n" + '\n'.join(sorted(found - EXPECTED))
     assert EXPECTED - found == set(), "fixed, so delete from EXPECTED:\n" + '\n'.join(sorted(EXPECTED - found))
+
+# Known on the Kaggle side, deleted by the kaggle split (issue 22 point 2): delete each entry once it no longer occurs.
+EXPECTED_EXPORTS = {'kaggle: re-exports iskaggle', 'ensemble: models is an alias of lesson_models'}
+
+def test_all_is_the_api():
+    "Each module's `__all__` lists what it defines: no name re-exported from another module, no alias kept for an old name."
+    found = export_violations(package_sources())
+    assert found - EXPECTED_EXPORTS == set(), "re-exports or aliases:\n" + '\n'.join(sorted(found - EXPECTED_EXPORTS))
+    assert EXPECTED_EXPORTS - found == set(), "fixed, so delete from EXPECTED_EXPORTS:\n" + '\n'.join(sorted(EXPECTED_EXPORTS - found))
+
+def test_export_check_can_fail():
+    srcs = {'a': "__all__ = ['f', 'g', 'old']\nfrom .b import g\ndef f(): pass\nold = f\n"}
+    assert export_violations(srcs) == {'a: re-exports g', 'a: old is an alias of f'}
 
 def test_every_module_has_a_layer():
     srcs = package_sources()
