@@ -74,10 +74,10 @@ def paddy(request, tmp_path_factory):
     return _paddy_set(request, tmp_path_factory)
 
 @pytest.fixture
-def paddy_copy(request, tmp_path_factory, tmp_path):
+def paddy_copy(request, tmp_path_factory):
     "A fresh copy of the module's `paddy` folder, for one test to break (a module that breaks every one names it `paddy`: `def paddy(paddy_copy)`)."
-    import shutil
-    return Path(shutil.copytree(_paddy_set(request, tmp_path_factory), tmp_path/'paddy'))
+    import shutil  # the copy has its own folder: a test that checks what it left in `tmp_path` does not see it
+    return Path(shutil.copytree(_paddy_set(request, tmp_path_factory), tmp_path_factory.mktemp('paddy_copy')/'paddy'))
 
 @pytest.fixture(scope='module')
 def ratings(request):
