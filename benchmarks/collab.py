@@ -76,20 +76,20 @@ class StopAfter(Callback):
 
 # Every combination of these, for both paths and both samplings; each setting runs `--runs` times (training seeds
 # seed, seed+1, ...; the split is always `--seed`'s) and the median counts.
-BS,LRS,EPOCHS = [64, 256, 1024, 2048, 4096],[2e-3, 5e-3, 1e-2, 2e-2],[3, 4, 5]
+BS,LRS,EPOCHS = [64, 128, 256, 512, 1024, 2048, 4096],[2e-3, 5e-3, 1e-2, 2e-2],[3, 4, 5]
 TARGET = 0.8445  # 07_collab's stock `collab_learner` figure: bs 64, fit_one_cycle(5, 5e-3, wd=0.1), seed 42
 SAMPLINGS = {'replace': "with replacement (stock fastai's `TabWeightedDL`; the fast path with `replace=True`)",
              'perm': "a permutation each epoch (stock given `dl_type=TabDataLoader`; the fast path's default)"}
 
-def stock_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None):
+def stock_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None, bound=None):
     "Stock fastai: `CollabDataLoaders.from_df` + `collab_learner`; `sampling='perm'` swaps its `TabWeightedDL` for a permutation loader"
     kw = dict(dl_type=TabDataLoader) if sampling=='perm' else {}
     c = cpu_s(); dls = CollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, **kw); c_dls = cpu_s()-c
     set_seed(seed+run)
     learn = collab_learner(dls, n_factors=50, y_range=(0,5.5))
-    return fit(learn, lr, epochs, wd, c_dls, target)
+    return fit(learn, lr, epochs, wd, c_dls, target, bound)
 
-def fast_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None):
+def fast_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None, bound=None):
     "The fast path: `TensorCollabDataLoaders` + `fast_collab_learner` (`LeanLearner`, plain loss) + `adamw_fused` + `fast_embeddings`"
     c = cpu_s()
     dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, device='cpu', replace=sampling=='replace')
@@ -97,7 +97,7 @@ def fast_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', t
     set_seed(seed+run)
     learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)
     fast_embeddings(learn.model)
-    return fit(learn, lr, epochs, wd, c_dls, target)
+    return fit(learn, lr, epochs, wd, c_dls, target, bound)
 
 class StopAtTarget(Callback):
     "Stop the fit at the end of the first epoch whose valid MSE is at or below `target` (the time to it is all that counts)"
@@ -106,15 +106,24 @@ class StopAtTarget(Callback):
     def after_epoch(self):
         if self.recorder.values and self.recorder.values[-1][1]<=self.target+1e-9: raise CancelFitException()
 
-def fit(learn, lr, epochs, wd, c_dls, target=None):
-    "`fit_one_cycle` with an `EpochClock`: CPU and wall time at each epoch's end, with its valid MSE (stopped at `target` if given)"
+class StopAbove(Callback):
+    "Stop the fit at the end of an epoch whose CPU time (since the fit began) passes `bound` without the target reached: the run's time to it is above `bound`"
+    order = 102  # after `StopAtTarget`: an epoch that reaches the target counts
+    def __init__(self, clock, bound): self.clock,self.bound,self.cut = clock,bound,False
+    def after_epoch(self):
+        if self.clock.cpu[-1]>self.bound: self.cut = True; raise CancelFitException()
+
+def fit(learn, lr, epochs, wd, c_dls, target=None, bound=None):
+    "`fit_one_cycle` with an `EpochClock`: CPU and wall time at each epoch's end, with its valid MSE (stopped at `target` if given, cut past `bound` CPU-s)"
     gc.collect()
     clock = EpochClock()
     cbs = [clock] if target is None else [clock, StopAtTarget(target)]
+    if bound is not None and np.isfinite(bound): cbs.append(above := StopAbove(clock, bound))
     with learn.no_bar(), learn.no_logging():
         clock.start()
         learn.fit_one_cycle(epochs, lr, wd=wd, cbs=cbs)
-    return dict(mses=[float(v[1]) for v in learn.recorder.values], cpu=clock.cpu, wall=clock.ends, c_dls=c_dls)
+    cut = bound is not None and np.isfinite(bound) and above.cut
+    return dict(mses=[float(v[1]) for v in learn.recorder.values], cpu=clock.cpu, wall=clock.ends, c_dls=c_dls, cut=cut, bound=bound)
 
 def time_to(r, target):
     "(CPU s, wall s, epoch) at the end of the first epoch whose valid MSE <= target, or None"
@@ -127,17 +136,21 @@ def median_time(runs, target):
     ep = float(np.median([t[2] if t else np.inf for t in ts]))
     return cpu,ep,sum(t is not None for t in ts)
 
-def ml100k_table(ratings, grid, seed, runs, samplings, target):
-    "{(sampling, setting, path): [result of each run]} over the whole grid"
+def ml100k_table(ratings, grid, seed, runs, samplings, target, cut=True):
+    "{(sampling, setting, path): [result of each run]} over the whole grid, largest batch size first; with `cut`, a run stops once its CPU time passes its path's best median so far"
     rows = {}
     for f in (stock_run, fast_run): f(ratings.iloc[:5000], 256, 1e-2, 1, seed)  # warm-up, untimed: first-call costs (kernels, imports)
     for smp in samplings:
-        for s in grid:
+        best = dict(stock=np.inf, fast=np.inf)
+        for s in sorted(grid, key=lambda s: (-s[0], s[1], s[2])):
             for name,f in (('stock',stock_run),('fast',fast_run)):
-                rows[smp,s,name] = rs = [f(ratings, *s, seed, run=i, sampling=smp, target=target) for i in range(runs)]
+                bound = best[name] if cut else None
+                rows[smp,s,name] = rs = [f(ratings, *s, seed, run=i, sampling=smp, target=target, bound=bound) for i in range(runs)]
                 cpu,ep,n = median_time(rs, target)
+                best[name] = min(best[name], cpu)
                 print(f"  {smp:7} {name:5} bs={s[0]:<5} lr={s[1]:<6g} epochs={s[2]}: to target {cpu:7.3f} CPU-s (median of {runs}, "
-                      f"{n} reached), valid MSE of each run " + '; '.join(' '.join(f'{m:.4f}' for m in r['mses']) for r in rs), flush=True)
+                      f"{n} reached, {sum(r['cut'] for r in rs)} cut at {bound}), valid MSE of each run "
+                      + '; '.join(' '.join(f'{m:.4f}' for m in r['mses']) for r in rs), flush=True)
     return rows
 
 def ml100k_markdown(rows, target, runs, samplings):
@@ -145,16 +158,17 @@ def ml100k_markdown(rows, target, runs, samplings):
     out = []
     for smp in samplings:
         lines = [f"**Sampling: {SAMPLINGS[smp]}.**", '',
-                 f"| bs | lr | epochs | path | valid MSE per epoch (run 1; stopped at the target) | CPU-s to MSE ≤ {target:.4f}, median of {runs} (epoch) | runs reaching it | DataLoaders, CPU-s |",
+                 f"| bs | lr | epochs | path | valid MSE per epoch (run 1; stopped at the target or the cut) | CPU-s to MSE ≤ {target:.4f}, median of {runs} (epoch) | runs reaching it | DataLoaders, CPU-s |",
                  "|---:|---:|---:|---|---|---:|---:|---:|"]
         best = {}
-        for (sm,s,name),rs in rows.items():
+        for (sm,s,name),rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2]=='fast')):
             if sm!=smp: continue
             cpu,ep,n = median_time(rs, target)
             if np.isfinite(cpu) and (name not in best or cpu<best[name][1]): best[name] = (s,cpu,ep)
-            reach = f"{cpu:.3f} ({ep:g})" if np.isfinite(cpu) else 'not reached'
-            lines.append(f"| {s[0]} | {s[1]:g} | {s[2]} | {name} | {' '.join(f'{m:.4f}' for m in rs[0]['mses'])} | {reach} | {n}/{runs} | "
-                         f"{np.median([r['c_dls'] for r in rs]):.3f} |")
+            n_cut,bound = sum(r['cut'] for r in rs),rs[0]['bound']
+            reach = f"> {bound:.3f} (cut)" if n_cut and not cpu<=bound else f"{cpu:.3f} ({ep:g})" if np.isfinite(cpu) else 'not reached'
+            lines.append(f"| {s[0]} | {s[1]:g} | {s[2]} | {name} | {' '.join(f'{m:.4f}' for m in rs[0]['mses'])} | {reach} | {n}/{runs}"
+                         f"{f' ({n_cut} cut)' if n_cut else ''} | {np.median([r['c_dls'] for r in rs]):.3f} |")
         if {'stock','fast'} <= set(best):
             (sb,tb,eb),(fb,tf,ef) = best['stock'],best['fast']
             lines += ['', f"stock's best: bs={sb[0]}, lr={sb[1]:g}, {sb[2]} epochs, {tb:.3f} CPU-s (epoch {eb:g}); "
@@ -164,6 +178,22 @@ def ml100k_markdown(rows, target, runs, samplings):
         out.append('\n'.join(lines))
     return '\n\n'.join(out)
 
+LESSON = (64, 5e-3, 5)  # 07_collab's setting: bs 64, fit_one_cycle(5, 5e-3, wd=0.1)
+
+def lesson_markdown(ratings, seed, runs, samplings):
+    "07_collab's setting trained to the end (no target, no cut) under each sampling, both paths: valid MSE after the last epoch"
+    lines = [f"**07_collab's setting trained to the end** (bs {LESSON[0]}, `fit_one_cycle({LESSON[2]}, {LESSON[1]:g}, wd=0.1)`, "
+             f"training seeds {seed}..{seed+runs-1}): the valid MSE after the last epoch under each sampling.", '',
+             "| sampling | path | valid MSE after epoch 5, each run | median | epoch CPU-s, median |", "|---|---|---|---:|---:|"]
+    for smp in samplings:
+        for name,f in (('stock',stock_run),('fast',fast_run)):
+            rs = [f(ratings, *LESSON, seed, run=i, sampling=smp) for i in range(runs)]
+            fin = [r['mses'][-1] for r in rs]
+            ep_cpu = np.median([r['cpu'][-1]/len(r['cpu']) for r in rs])
+            print(f"  lesson {smp:7} {name:5}: valid MSE after the last epoch " + ' '.join(f'{m:.4f}' for m in fin), flush=True)
+            lines.append(f"| {smp} | {name} | {' '.join(f'{m:.4f}' for m in fin)} | {np.median(fin):.4f} | {ep_cpu:.2f} |")
+    return '\n'.join(lines)
+
 def ml100k(args):
     ratings = (load_movielens() if not args.smoke else _smoke_ratings())[['user','title','rating']]
     if args.smoke: args.bs,args.lr,args.epochs,args.runs = args.bs or [64, 256],args.lr or [1e-2],args.epochs or [2],min(args.runs, 2)
@@ -172,13 +202,18 @@ def ml100k(args):
     target = args.target if not args.smoke else 10.
     print(f"## {'MovieLens 100k' if not args.smoke else 'SMOKE (tiny synthetic set)'}: {len(ratings):,} ratings; target valid MSE {target:.4f}; "
           f"{len(grid)} settings x 2 paths x {len(args.sampling)} samplings x {args.runs} runs", flush=True)
-    rows = ml100k_table(ratings, grid, args.seed, args.runs, args.sampling, target)
+    rows = ml100k_table(ratings, grid, args.seed, args.runs, args.sampling, target, cut=not args.no_cut)
     md = ml100k_markdown(rows, target, args.runs, args.sampling)
+    if args.lesson_runs: md += '\n\n' + lesson_markdown(ratings, args.seed, args.lesson_runs if not args.smoke else 1, args.sampling)
     head = (f"`python benchmarks/collab.py {' '.join(sys.argv[1:])}`: one process, one torch thread, {len(ratings):,} ratings, n_factors=50, "
             f"y_range=(0, 5.5), wd=0.1, `fit_one_cycle`, split seed {args.seed}; grid bs {bss}, lr {[f'{l:g}' for l in lrs]}, epochs {eps}; "
             f"each setting run {args.runs} times (training seeds {args.seed}..{args.seed+args.runs-1}). Times are CPU seconds (user+sys) from "
             f"`fit_one_cycle` to the end of the first epoch whose valid MSE reaches {target:.4f} (07_collab's stock `collab_learner` figure, "
             f"bs 64, 5 epochs at 5e-3), validation included; the median of the runs counts (a run that never reaches it counts as infinite). "
+            + ("" if args.no_cut else "Settings run from the largest batch size down; a run is cut at the end of the first epoch at which its CPU time "
+               "passes the best median found so far for its path and sampling (the `bound`): it could reach the target only later than that best, so "
+               "the cut changes neither best nor the ratio; a setting whose median is above its bound shows `> bound (cut)`. ")
+            + 
             f"Load average at the start {args.load0}, at the end {load_avg()}.")
     return head+'\n\n'+md
 
@@ -390,6 +425,8 @@ def parse(argv=None):
     p.add_argument('--runs', type=int, default=3, help='runs of each setting; the median counts')
     p.add_argument('--sampling', nargs='*', default=list(SAMPLINGS), choices=list(SAMPLINGS), help='the samplings to compare (one table each)')
     p.add_argument('--target', type=float, default=TARGET, help='ML-100k: the valid MSE to reach')
+    p.add_argument('--no-cut', action='store_true', help='ML-100k: run every setting to its target or its last epoch (no cut at the best time so far)')
+    p.add_argument('--lesson-runs', type=int, default=3, help="ML-100k: runs of 07_collab's setting trained to the end under each sampling (0: skip)")
     p.add_argument('--quiet-load', type=float, default=1.5, help='wait (up to 10 minutes) for the 1-minute load average to fall below this before starting (0: no wait)')
     p.add_argument('--n-ratings', type=int, default=25_000_000)
     p.add_argument('--scale-bs', type=int, nargs='*', default=[262144, 65536])
