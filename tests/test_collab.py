@@ -99,6 +99,28 @@ def test_twin_figures(kind, twin_dls):
     assert all(abs(a-b) <= TOL for a,b in zip(v, TWINS[kind])), (kind, v)
     assert max(abs(a-b) for a,b in zip(r, TWINS[kind])) > TOL, (kind, r)
 
+# The 5-class model's twin, as 09_collab_further checks it: (valid cross-entropy, valid MSE of the expected rating, valid accuracy)
+CE_TWIN = (1.2488, 0.8678, 0.4433)
+
+def ce_twin(dls, reduced=False):
+    "The 5-class model (`reduced`: the same network on one number per user and movie) after `fit_one_cycle(5, 5e-3, wd=0.01)` on `dls`"
+    reseed(dls)
+    if not reduced: learn = collab_model_learner('ce', dls, learner_cls=LeanLearner)
+    else:
+        from paddy_collab.collab_further import ce_rating_loss, ce_rating_mse, ce_rating_acc
+        learn = Learner(dls, CollabNN((len(dls.classes['user']), 1), (len(dls.classes['title']), 1), y_range=None, n_out=5),
+                        loss_func=ce_rating_loss, metrics=[ce_rating_mse, ce_rating_acc])
+        learn.__class__ = LeanLearner
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(5, 5e-3, wd=0.01)
+    return [float(v) for v in learn.recorder.values[-1][1:]]
+
+def test_ce_twin(twin_dls):
+    "09_collab_further's classifier figures, through their twin: within TOL of the stored twin; without latent factors, further than TOL off."
+    v,r = ce_twin(twin_dls),ce_twin(twin_dls, reduced=True)
+    print(f'ce: twin {v}; reduced {r}; stored {CE_TWIN}')
+    assert all(abs(a-b) <= TOL for a,b in zip(v, CE_TWIN)), v
+    assert max(abs(a-b) for a,b in zip(r, CE_TWIN)) > TOL, r
+
 def test_untrained_and_global_mean_fail_every_figure(learn):
     "Each figure's check (within TOL of the stored value) fails for every untrained lesson model and for predicting the training mean."
     dls = learn.dls
