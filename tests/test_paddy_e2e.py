@@ -34,7 +34,9 @@ def test_each_model_learns_both_heads(members, paddy):
     for p in members:
         v = p.meta['valid']
         print(p.meta['arch'], {k: round(x, 3) for k, x in v.items()}, 'test errors', _test_error(p, paddy, 'disease'), _test_error(p, paddy, 'variety'))
-        assert v['disease_err'] < 0.65 and v['variety_err'] < 0.65, v  # chance: 0.9; measured 0.40/0.13 (squish) and 0.53/0.22 (crop)
+        # measured (merge of issue 22, 60 validation images): 0.17/0.28 (squish), 0.38/0.25 (crop); the bound is the worst of them
+        # plus two binomial standard deviations (0.13); the majority class and an untrained model (0.9) fail it
+        assert v['disease_err'] < 0.5 and v['variety_err'] < 0.5, v
 
 def test_tta_probabilities_per_head(members, paddy):
     files = [f.name for f in get_test_files(paddy)]
@@ -49,7 +51,8 @@ def test_ensemble_writes_valid_submission(members, paddy, tmp_path):
     avg = ensemble(members, weights=[1, 2])
     err_d, err_v = _test_error(avg, paddy, 'disease'), _test_error(avg, paddy, 'variety')
     print(f'ensemble test error: disease {err_d:.2f}, variety {err_v:.2f} (chance {CHANCE})')
-    assert err_d < 0.5 and err_v < 0.5  # measured 0.35 and 0.10
+    # measured 0.12 and 0.28 on the 40 test images; bounds: each plus two binomial standard deviations (0.10, 0.14)
+    assert err_d < 0.25 and err_v < 0.45
     sub = pd.read_csv(write_submission(avg, paddy, tmp_path/'submission.csv'))
     ss = pd.read_csv(paddy/'sample_submission.csv')
     assert list(sub.columns) == ['image_id', 'label']
