@@ -120,7 +120,7 @@ def _recommend(a):
 # %% ../nbs/app/04_cli.ipynb
 def _data(a)->Path:
     "The competition folder: `--data`, else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
-    from paddy_collab.kaggle import paddy_path
+    from paddy_collab.paddy_data import paddy_path
     data = Path(a.data) if a.data else paddy_path()
     if data.is_file(): raise UsageError(f"--data {data} is a file; give the competition folder (holding train.csv, train_images/ and test_images/)")
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
@@ -215,7 +215,7 @@ _kernel_opts = dict(user=(None, 'Kaggle user who owns the kernel (default: the s
                   submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE'))),
               **_kernel_opts)
 def _push_kernel(a):
-    from paddy_collab.kaggle import push_kernel
+    from paddy_collab.kernels import push_kernel
     if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
     train = dict(weights_ds=a.weights_ds, epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs, n_tta=a.n_tta) if a.train else {}
     with user_input(): r = push_kernel(None if a.train else a.notebook, a.dry_run, a.user, a.wait, a.gpu, a.internet, a.title, a.slug, a.comp, 'lesson' if a.ensemble
@@ -234,7 +234,7 @@ def _pushed(r): print(f"{'created' if r['created'] else 'new version of'} {r['re
               find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')),
               python_version=(None, "the kernels' Python, X.Y (default: Kaggle's image's; $PADDY_KAGGLE_PYTHON overrides)", dict(metavar='X.Y')))
 def _push_wheels(a):
-    from paddy_collab.kaggle import push_wheel_dataset
+    from paddy_collab.datasets import push_wheel_dataset
     with user_input(): _pushed(push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait,
                                                     python=a.python_version))
 
@@ -242,7 +242,7 @@ def _push_wheels(a):
               'paddy_collab push-weights convnext_small.fb_in22k', force=False,
               archs=arg('timm names whose weights this machine has cached', nargs='+', metavar='ARCH'), **_dataset_opts('paddy-collab-weights'))
 def _push_weights(a):
-    from paddy_collab.kaggle import push_weights_dataset
+    from paddy_collab.datasets import push_weights_dataset
     with user_input(): _pushed(push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait))
 
 @commands.add('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
@@ -250,14 +250,14 @@ def _push_weights(a):
               kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'),
               wait=(0., 'poll until it finishes, at most this long', dict(metavar='SECS')), poll=(30., 'seconds between two questions', dict(metavar='SECS')))
 def _kernel_status(a):
-    from paddy_collab.kaggle import kernel_status
+    from paddy_collab.kernels import kernel_status
     with user_input(): print(f"{a.kernel}: {kernel_status(a.kernel, a.wait, a.poll)}")
 
 @commands.add('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
               'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output',
               kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'), out=('kernel-output', 'folder to write (it appears whole)'))
 def _kernel_output(a):
-    from paddy_collab.kaggle import kernel_output
+    from paddy_collab.kernels import kernel_output
     with atomic_dir(a.out, a.force, command='kernel-output') as tmp, user_input(): r = kernel_output(a.kernel, tmp)
     for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
     if r['submission'] is None: print(f"(no submission.csv: see the log {Path(a.out)/r['log'].name if r['log'] else ''})")
