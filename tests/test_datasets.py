@@ -2,9 +2,8 @@
 
 Never contacts Kaggle: the `kenv` fixture sets KAGGLE_API_ENVIRONMENT=LOCALHOST, so every call goes to http://localhost/api/v1/...
 """
-import base64, json, os, secrets, shutil, stat, subprocess, sys, time, types, zipfile
+import json, os, subprocess, sys, zipfile
 from pathlib import Path
-import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -14,15 +13,6 @@ from paddy_collab.kaggle import KaggleError
 from paddy_collab.datasets import push_wheel_dataset
 from paddy_collab.hub import kernel_weights
 
-COMP = 'paddy-disease-classification'
-FILES = ['sample_submission.csv', 'test_images', 'train.csv', 'train_images']
-FAULT_MSG = {401: 'HTTP 401', 404: 'HTTP 404', 500: "problem on Kaggle's side", 'close': 'connection failed or was closed',
-             'truncate': 'connection failed or was closed', 'hang': 'no answer within 2.0 s'}
-
-
-def leftovers(folder):
-    "Everything in `folder` (recursively) that is not a finished dataset: zips, partial markers, temporary folders."
-    return [p.name for p in Path(folder).rglob('*') if p.suffix == '.zip' or 'partial' in p.name or p.name.startswith('.')]
 
 
 # -- the wheel dataset
