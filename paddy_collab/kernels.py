@@ -140,6 +140,18 @@ def _push_dir(api, d:Path, what:str)->dict:
     if r.error or bad: raise KaggleError(f"{what} failed: Kaggle said {' '.join(filter(None, [r.error, str(bad) if bad else '']))}".strip())
     return dict(ref=meta['id'], url=r.url, version=r.version_number)
 
+def _push_made(make, # `make(folder, user)` writes the kernel's files into `folder` and returns it
+               what:str, user:str|None, wait:float, path=None)->dict:
+    "Write a kernel's files with `make`, wait for the datasets of `user` it attaches (`wait` s at most), and push it."
+    api = kaggle_api()
+    user = user or api.config_values.get('username')
+    if not user: raise KaggleError("Pushing a kernel needs the Kaggle user name: pass user=...")
+    with tempfile.TemporaryDirectory() as t:
+        d = make(path or t, user)
+        for ds in json.loads((d/'kernel-metadata.json').read_text())['dataset_sources']:
+            if wait and ds.split('/')[0] == user: wait_dataset(ds, wait, api=api)
+        return _push_dir(api, d, what)
+
 def push_notebook(nb, # the project notebook (`.ipynb`) to push
                   user:str|None=None, # Kaggle user who will own the kernel; default the signed-in user
                   wait:float=600., # seconds to wait for the attached datasets of `user` to be ready (0: do not check)
@@ -147,14 +159,7 @@ def push_notebook(nb, # the project notebook (`.ipynb`) to push
                   **kwargs, # passed to `kernel_files`: `slug`, `title`, `comp`, `datasets`, `wheel_ds`, `private`, `gpu`, `internet`, `models`
                  )->dict: # `ref`, `url` and `version` of the pushed kernel
     "Push project notebook `nb`, cleaned, with an install cell and documented metadata, as a Kaggle kernel; return its URL."
-    api = kaggle_api()
-    user = user or api.config_values.get('username')
-    if not user: raise KaggleError("Pushing a kernel needs the Kaggle user name: pass user=...")
-    with tempfile.TemporaryDirectory() as t:
-        d = kernel_files(nb, path or t, user, **kwargs)
-        for ds in json.loads((d/'kernel-metadata.json').read_text())['dataset_sources']:
-            if wait and ds.split('/')[0] == user: wait_dataset(ds, wait, api=api)
-        return _push_dir(api, d, Path(nb).name)
+    return _push_made(lambda d, user: kernel_files(nb, d, user, **kwargs), Path(nb).name, user, wait, path)
 
 # %% ../nbs/app/02_kernels.ipynb
 def _set_params(src:str, vals:dict)->str:
@@ -203,14 +208,7 @@ def push_train_kernel(user:str|None=None, # Kaggle user who will own the kernel;
                       **kwargs, # passed to `train_kernel_files`
                      )->dict: # `ref`, `url` and `version`
     "Push the competition kernel (`train_kernel_files`) once its datasets are ready."
-    api = kaggle_api()
-    user = user or api.config_values.get('username')
-    if not user: raise KaggleError("Pushing a kernel needs the Kaggle user name: pass user=...")
-    with tempfile.TemporaryDirectory() as t:
-        d = train_kernel_files(t, user, **kwargs)
-        for ds in json.loads((d/'kernel-metadata.json').read_text())['dataset_sources']:
-            if wait and ds.split('/')[0] == user: wait_dataset(ds, wait, api=api)
-        return _push_dir(api, d, 'the competition kernel')
+    return _push_made(lambda d, user: train_kernel_files(d, user, **kwargs), 'the competition kernel', user, wait)
 
 # %% ../nbs/app/02_kernels.ipynb
 def paddy_lesson(nb)->bool:
