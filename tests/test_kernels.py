@@ -184,3 +184,19 @@ def test_429_waits_as_asked_then_gives_up(kenv, tmp_path, monkeypatch):
     with pytest.raises(KaggleError, match='HTTP 429'): push_notebook(_nb_with_outputs(tmp_path/'paddy.ipynb'), wheel_ds='')
     assert time.time() - t < 5
     kenv.retry_after = 1
+
+
+def test_competition_template_imports_what_exists_and_takes_its_parameters():
+    "The competition kernel is a template notebook shipped with the package: its code parses, every name it imports from paddy_collab exists, and `train_notebook` replaces only its parameters."
+    import ast, importlib
+    tpl = pk.competition_template()
+    for c in tpl['cells']:
+        if c['cell_type'] != 'code': continue
+        for node in ast.walk(ast.parse(c['source'])):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith('paddy_collab'):
+                for a in node.names: assert hasattr(importlib.import_module(node.module), a.name), f"{node.module}.{a.name}"
+    nb = pk.train_notebook(archs=['resnet18'], epochs=3, size=(64, 80), submit=True, message="it's new")
+    params, = [c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', [])]
+    ns = {}; exec(params['source'], ns)
+    assert (ns['archs'], ns['epochs'], ns['size'], ns['submit'], ns['message'], ns['bs']) == (['resnet18'], 3, (64, 80), True, "it's new", 64)
+    assert [c['source'] for c in nb['cells'] if c is not params] == [c['source'] for c in tpl['cells'] if 'parameters' not in c['metadata'].get('tags', [])]
