@@ -4,7 +4,7 @@
 
 # %% ../nbs/app/01_script.ipynb 2
 from __future__ import annotations
-import argparse, contextlib, inspect, math, sys
+import argparse, contextlib, inspect, io, math, sys
 from fastcore.basics import store_attr, patch_to
 from fastcore.script import anno_parser, Param
 from .core import UsageError
@@ -130,16 +130,19 @@ class Commands:
 def job_settings(quiet:bool=False, # no progress bars (fastprogress's `NO_BAR`)
                  threads:int|None=None, # torch's CPU threads; None: leave them
                 ):
-    "Inside the block: no progress bars when `quiet` or when stdout is not a terminal, and torch's `threads`; then put both back."
+    "Inside the block: no progress bars when `quiet` or when stdout is not a terminal, and torch's `threads`; then put all back."
     import fastprogress.fastprogress as fp
-    no_bar, n = fp.NO_BAR, None
+    no_bar, init, n = fp.NO_BAR, fp.ConsoleProgressBar.__init__, None
     fp.NO_BAR = no_bar or quiet or not sys.stdout.isatty()  # fastai still prints its table of losses, one line per epoch
+    def _made_quietly(self, *args, **kwargs):  # a console bar prints '█\r' when it is made (an encoding probe), even with NO_BAR
+        with contextlib.redirect_stdout(io.StringIO()): init(self, *args, **kwargs)
+    if fp.NO_BAR: fp.ConsoleProgressBar.__init__ = _made_quietly
     if threads:
         import torch
         n = torch.get_num_threads(); torch.set_num_threads(threads)
     try: yield
     finally:
-        fp.NO_BAR = no_bar
+        fp.NO_BAR, fp.ConsoleProgressBar.__init__ = no_bar, init
         if n: torch.set_num_threads(n)
 
 def common_options(quiet:bool=False, # no progress bars, one line per epoch instead (the default when the output is not a terminal)

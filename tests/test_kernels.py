@@ -47,7 +47,7 @@ def test_push_notebook_request(kenv, tmp_path):
     assert all(c.get('outputs') == [] and c.get('execution_count') is None and c['metadata'] == {} for c in code)
     assert 'widgets' not in pushed['metadata']
     first = pushed['cells'][0]['source']
-    assert "'--no-index', '--find-links'" in first and "inp/'paddy-collab-wheels'" in first and "'pip', 'check'" in first
+    assert "'--no-index', '--find-links'" in first and "install_wheels('standin-user/paddy-collab-wheels')" in first and "'pip', 'check'" in first
     assert '--no-deps' not in first
     assert pushed['cells'][1]['source'].startswith('# Paddy: first steps')
 
