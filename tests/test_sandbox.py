@@ -266,7 +266,7 @@ def test_missing_dependency_wheel_stops_the_kernel(kpy, image, kaggle_input, tmp
 
 def test_wheels_for_another_python_stop_with_the_fix(kpy, kaggle_input, tmp_path, monkeypatch):
     "A dataset pushed with wheels for this interpreter (the old default): the kernel on Kaggle's Python names both Pythons and the command that fixes it."
-    import paddy_collab.kaggle as pk
+    import paddy_collab.datasets as pk
     from kaggle_server import dep_wheels
     here = _ver(sys.executable)
     links = dep_wheels(here)
