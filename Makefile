@@ -53,7 +53,7 @@ kaggle-venv: dev
 # (nbdev 2 needs fastcore<2): a second venv, and the tests that do not run notebooks.
 NEWEST ?= .venv-newest
 NEWEST_TESTS ?= tests/test_foundation.py tests/test_xent.py tests/test_paddy_data.py tests/test_multitarget.py \
-	tests/test_gradacc.py tests/test_ensemble.py tests/test_fastcollab.py tests/test_collab.py tests/test_kaggle.py
+	tests/test_gradacc.py tests/test_ensemble.py tests/test_fastcollab.py tests/test_collab.py tests/test_kaggle.py tests/test_kernels.py tests/test_datasets.py
 $(NEWEST)/.installed: settings.ini setup.py
 	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
 	$(NEWEST)/bin/python -c "import torch, torchvision" 2>/dev/null || $(NEWEST)/bin/python -m pip install -q $(TORCH)

@@ -7,260 +7,280 @@ from __future__ import annotations
 import argparse, builtins, contextlib, json, os, shlex, sys, time, warnings
 from functools import partial
 from pathlib import Path
+from fastcore.meta import delegates
+from fastcore.script import Param
 from . import __version__
 from .core import *
 from .script import *
 
 # %% auto 0
-__all__ = ['commands', 'collab_models', 'main', 'demo_steps']
+__all__ = ['commands', 'main', 'demo_steps']
 
 # %% ../nbs/app/04_cli.ipynb
 _cli_words = {'overwrite=True': '--force', 'pretrained=False': '--no-pretrained'}  # the library's parameters -> the options that set them
 
-# %% ../nbs/app/04_cli.ipynb
-@contextlib.contextmanager
-def _settings(a):
-    "Run a job with `a`'s torch threads and progress display, then put both back (`demo` runs the jobs in one process)."
-    import fastprogress.fastprogress as fp
-    no_bar, n = fp.NO_BAR, None
-    fp.NO_BAR = no_bar or a.quiet or not sys.stdout.isatty()  # fastai still prints its table of losses, one line per epoch
-    if a.threads:
-        import torch
-        n = torch.get_num_threads(); torch.set_num_threads(a.threads)
-    try: yield
-    finally:
-        fp.NO_BAR = no_bar
-        if n: torch.set_num_threads(n)
-
-def _run(job, a):
-    "Run `job` with `a`'s settings; under `accelerate launch` (`WORLD_SIZE` > 1) data-parallel, the main process writing (`distrib_run`)."
+def _run(job, a, **kwargs):
+    "Run `job(**kwargs)` with `a`'s settings; under `accelerate launch` (`WORLD_SIZE` > 1) data-parallel, the main process writing (`distrib_run`)."
     warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
-    with _settings(a):
-        if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return job(a)
+    with job_settings(a.quiet, a.threads):
+        if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return job(**kwargs)
         from paddy_collab.distributed import distrib_run
-        distrib_run(job, a)
+        distrib_run(job, **kwargs)
 
 commands = Commands('paddy_collab', 'fastai lesson 7 from the terminal: Paddy Doctor ensembles and collaborative filtering on MovieLens.', __version__,
-    common=dict(quiet=(False, 'no progress bars, one line per epoch instead (the default when the output is not a terminal)'),
-                threads=(None, 'CPU threads for torch (default: torch\'s, except 1 for train-collab, whose small tensors gain nothing from more and lose a lot on a busy machine)', dict(type=positive_int))),
-    words=_cli_words, run=_run)
+                    words=_cli_words, run=_run)  # the common options: `script.common_options`
 
 def main(args:list|None=None)->int: # the exit status: 0 done, 2 user error, 130 interrupted
     "Run `paddy_collab` with `args` (default `sys.argv[1:]`): parse, run the job, turn user errors into one line on stderr."
     return commands.main(args)
 
-def _args(a)->dict: return {k: v for k, v in vars(a).items() if k != 'job'}  # the arguments, for a manifest
 def _accum(s): return s if s == 'auto' else positive_int(s)
 
 # %% ../nbs/app/04_cli.ipynb
 @commands.add('synth', 'write the synthetic Paddy Doctor set (Kaggle\'s layout: train_images/, test_images/, train.csv, sample_submission.csv)',
-              'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30',
-              path=arg('the folder to create'), n_per_class=(20, 'training images per disease (there are 10 diseases)', dict(type=positive_int)),
-              n_test=(30, 'test images', dict(type=positive_int)),
-              size=([480, 640], 'image width and height in pixels (the real photos are 480 640)', dict(type=pixels, nargs=2, metavar=('W', 'H'))),
-              seed=(0, 'the same seed writes the same images'), solution=(False, 'also write solution.csv with the test labels (not part of Kaggle\'s layout)'))
-def _synth(a):
+              'paddy_collab synth data/paddy_synth --n-per-class 20 --n-test 30')
+def _synth(path:str, # the folder to create
+           n_per_class:positive_int=20, # training images per disease (there are 10 diseases)
+           n_test:positive_int=30, # test images
+           size:Param('image width and height in pixels (the real photos are 480 640)', pixels, nargs=2)=[480, 640],
+           seed:int=0, # the same seed writes the same images
+           solution:bool=False, # also write solution.csv with the test labels (not part of Kaggle's layout)
+           force:bool=False, # `--force`, a common option
+          ):
     from paddy_collab.synth import synth_paddy
-    with atomic_dir(a.path, a.force, command='synth') as tmp, user_input():
-        synth_paddy(tmp, n_per_class=a.n_per_class, n_test=a.n_test, size=tuple(a.size), seed=a.seed, solution=a.solution)
-    print(f"wrote {a.n_per_class*10} training and {a.n_test} test images ({a.size[0]}x{a.size[1]}) to {a.path}")
+    with atomic_dir(path, force, command='synth') as tmp, user_input():
+        synth_paddy(tmp, n_per_class=n_per_class, n_test=n_test, size=tuple(size), seed=seed, solution=solution)
+    print(f"wrote {n_per_class*10} training and {n_test} test images ({size[0]}x{size[1]}) to {path}")
 
 # %% ../nbs/app/04_cli.ipynb
-collab_models = ('dot', 'bias', 'fastai', 'nn', 'fastai_nn', 'ce')  # `collab.collab_kinds`, here so that `--help` needs no fastai import
-
 @commands.add('train-collab', 'train a collaborative-filtering model on MovieLens 100k or a ratings CSV; save it with its loss, PCA and bias plots',
-              'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab', defaults=dict(threads=1),
-              ratings=(None, 'a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)', dict(metavar='CSV')), sep=(',', 'field separator of the CSV', dict(type=nonempty)),
-              user_col=('user', 'column of user ids'), item_col=('title', 'column of items (MovieLens: title)'), rating_col=('rating', 'column of ratings (numbers)'),
-              model=('bias', "dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; "
-                     "nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy",
-                     dict(choices=collab_models)),
-              fast=(True, 'tensor DataLoaders (same split and model, many times faster); --no-fast: fastai\'s CollabDataLoaders'),
-              n_factors=(50, 'latent factors per user and item (dot, bias, fastai)', dict(type=positive_int)), epochs=(5, 'epochs of fit_one_cycle', dict(type=positive_int)),
-              lr=(5e-3, 'maximum learning rate', dict(type=positive_float)), wd=(0.1, 'weight decay', dict(type=nonneg_float)), bs=(64, 'batch size', dict(type=positive_int)),
-              valid_pct=(0.2, 'share of ratings held out for validation', dict(type=fraction)), seed=(42, 'seed of the split and of the initial weights'),
-              y_range=([0, 5.5], 'range of predicted ratings (sigmoid_range)', dict(type=float, nargs=2, metavar=('LO', 'HI'))), out=('outputs/collab', 'folder to save the model and plots in'))
-def _train_collab(a):
-    from paddy_collab.collab_interpret import train_collab
-    from paddy_collab.distributed import main_or_scratch
-    from paddy_collab.collab_data import read_ratings, check_split
-    with user_input():
-        df, src = read_ratings(a.ratings, a.sep, a.user_col, a.item_col, a.rating_col, a.y_range, stars=a.model == 'ce')
-        check_split(len(df), a.valid_pct, a.bs, src)
-    with main_or_scratch(atomic_dir(a.out, a.force, command='train-collab')) as tmp:
-        print(f"training {a.model} ({'fast' if a.fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {a.epochs} epochs")
-        r = train_collab(df, tmp, a.model, a.fast, a.epochs, a.lr, a.wd, a.seed, a.bs, a.n_factors, a.y_range, a.valid_pct, a.user_col, a.item_col, a.rating_col,
-                         ratings=src, sep=a.sep, columns=dict(user=a.user_col, item=a.item_col, rating=a.rating_col), args=_args(a))
-    print(f"valid MSE {r['valid_mse']:.4f} (RMSE {r['valid_mse']**0.5:.4f}) after {a.epochs} epochs in {r['train_secs']:.1f}s\nsaved the model to {Path(a.out)/'model.pkl'}")
-    for f in list(r['files'].values())[1:]: print(f"wrote {Path(a.out)/f}")
+              'paddy_collab train-collab --model bias --epochs 5 --out outputs/collab', defaults=dict(threads=1))
+def _train_collab(ratings:str=None, # a ratings CSV, one row per rating (default: MovieLens 100k, titles as items)
+                  sep:nonempty=',', # field separator of the CSV
+                  user_col:str='user', # column of user ids
+                  item_col:str='title', # column of items (MovieLens: title)
+                  rating_col:str='rating', # column of ratings (numbers)
+                  model:str='bias', # dot: DotProduct; bias: DotProductBias (dot product plus user and item biases); fastai: collab_learner's EmbeddingDotBias; nn: CollabNN (embeddings into a small net); fastai_nn: collab_learner(use_nn=True, layers=[100, 50]); ce: CollabNN with 5 outputs and cross-entropy
+                  fast:Param("tensor DataLoaders (same split and model, many times faster); --no-fast: fastai's CollabDataLoaders", action=argparse.BooleanOptionalAction)=True,
+                  n_factors:positive_int=50, # latent factors per user and item (dot, bias, fastai)
+                  epochs:positive_int=5, # epochs of fit_one_cycle
+                  lr:positive_float=5e-3, # maximum learning rate
+                  wd:nonneg_float=0.1, # weight decay
+                  bs:positive_int=64, # batch size
+                  valid_pct:fraction=0.2, # share of ratings held out for validation
+                  seed:int=42, # seed of the split and of the initial weights
+                  y_range:Param('range of predicted ratings (sigmoid_range): LO HI', float, nargs=2)=[0, 5.5],
+                  out:str='outputs/collab', # folder to save the model and plots in
+                  force:bool=False, # `--force`, a common option
+                 ):
+    opts = dict(locals())  # for the manifest
+    from paddy_collab.collab import collab_kinds; from paddy_collab.collab_interpret import train_collab
+    from paddy_collab.distributed import main_or_scratch; from paddy_collab.collab_data import read_ratings, check_split
+    if model not in collab_kinds: raise UsageError(f"--model {model!r} is not one of {', '.join(collab_kinds)}")
+    with user_input(TypeError):  # `check_ratings`: a rating column that is not numeric
+        df, src = read_ratings(ratings, sep=sep, user_name=user_col, item_name=item_col, rating_name=rating_col, y_range=y_range, stars=model == 'ce')
+        check_split(len(df), valid_pct=valid_pct, bs=bs, source=src)
+    with main_or_scratch(atomic_dir(out, force, command='train-collab')) as tmp:
+        print(f"training {model} ({'fast' if fast else 'stock'} DataLoaders) on {len(df):,} ratings from {src}: {epochs} epochs")
+        r = train_collab(df, tmp, kind=model, fast=fast, epochs=epochs, lr=lr, wd=wd, seed=seed, bs=bs, n_factors=n_factors, y_range=y_range, valid_pct=valid_pct,
+                         user_name=user_col, item_name=item_col, rating_name=rating_col, ratings=src, sep=sep,
+                         columns=dict(user=user_col, item=item_col, rating=rating_col), args=opts)
+    print(f"valid MSE {r['valid_mse']:.4f} (RMSE {r['valid_mse']**0.5:.4f}) after {epochs} epochs in {r['train_secs']:.1f}s\nsaved the model to {Path(out)/'model.pkl'}")
+    for f in list(r['files'].values())[1:]: print(f"wrote {Path(out)/f}")
 
-# %% ../nbs/app/04_cli.ipynb
 @commands.add('recommend', 'top-N recommendations for a user, and the nearest items to a title, from a model saved by train-collab',
-              'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False,
-              model=arg('a folder saved by `paddy_collab train-collab`'),
-              user=([], 'a user id: print the items they would rate highest among those they have not rated (repeatable)', dict(action='append', type=str)),
-              like=([], 'an item (a title for MovieLens): print the items whose factors are nearest (repeatable)', dict(action='append', metavar='ITEM')),
-              n=(10, 'how many items to print for each', dict(type=positive_int)))
-def _recommend(a):
-    if not a.user and not a.like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
-    read_manifest(a.model, 'collab-model', 'recommend')  # before the slow imports
+              'paddy_collab recommend outputs/collab --user 42 --like "Star Wars (1977)" -n 5', force=False)
+def _recommend(model:str, # a folder saved by `paddy_collab train-collab`
+               user:Param('a user id: print the items they would rate highest among those they have not rated (repeatable)', str, action='append')=None,
+               like:Param('an item (a title for MovieLens): print the items whose factors are nearest (repeatable)', str, action='append')=None,
+               n:positive_int=10, # how many items to print for each
+              ):
+    if not user and not like: raise UsageError('nothing to do: give --user ID and/or --like ITEM')
+    read_manifest(model, 'collab-model', 'recommend')  # before the slow imports
     import pandas as pd
     from paddy_collab.collab_interpret import recommend, nearest_items, load_collab
-    learn, df, m = load_collab(a.model)
+    learn, df, m = load_collab(model)
     with pd.option_context('display.width', 160, 'display.max_colwidth', 60):
-        for u in a.user:
-            with user_input(): r = recommend(learn, u, df, a.n)
-            print(f"\ntop {a.n} for user {u} (predicted rating, among the items they have not rated):")
+        for u in user or []:
+            with user_input(): r = recommend(learn, u, df, n)
+            print(f"\ntop {n} for user {u} (predicted rating, among the items they have not rated):")
             print(r.to_string(index=False, float_format='%.2f') if len(r) else f"(none: user {u} has rated every item)")
-        for t in a.like:
-            with user_input(): r = nearest_items(learn, t, a.n)
+        for t in like or []:
+            with user_input(): r = nearest_items(learn, t, n)
             print(f"\nnearest to {t!r} (cosine similarity of the item factors):")
             print(r.to_string(index=False, float_format='%.3f'))
 
 # %% ../nbs/app/04_cli.ipynb
-def _data(a)->Path:
-    "The competition folder: `--data`, else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
-    from paddy_collab.kaggle import paddy_path
-    data = Path(a.data) if a.data else paddy_path()
+def _data(data)->Path:
+    "The competition folder: `data` (`--data`), else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
+    from paddy_collab.paddy_data import paddy_path
+    data = Path(data) if data else paddy_path()
     if data.is_file(): raise UsageError(f"--data {data} is a file; give the competition folder (holding train.csv, train_images/ and test_images/)")
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")
     return data
 
-def _save_member(a, data, name, preds, learn):
-    "`train_ensemble`'s `on_member` for `train-paddy`: `ensemble.save_member` into `--out`, then say so."
+def _save_member(out, force, opts, data, name, preds, learn):
+    "`train_ensemble`'s `on_member` for `train-paddy`: `ensemble.save_member` into `out`, then say so."
     from paddy_collab.ensemble import save_member, member_files
-    errs = save_member(Path(a.out)/name, preds, learn, a.force, data=str(data.resolve()), args=_args(a))
+    errs = save_member(Path(out)/name, preds, learn, force, data=str(data.resolve()), args=opts)
     print(f"{preds.meta['arch']}: validation error " + ', '.join(f"{h} {e:.1%}" for h, e in errs.items()) + f" ({preds.meta['train_secs']:.0f}s)")
-    for f in member_files.values(): print(f"wrote {Path(a.out)/name/f}")
+    for f in member_files.values(): print(f"wrote {Path(out)/name/f}")
 
 @commands.add('train-paddy', 'train one timm architecture or a named ensemble on a Paddy Doctor folder; save learners, TTA predictions and plots',
-              'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy',
-              members=group(None, required=True, arch=(None, 'a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained)', dict(action='append')),
-                            ensemble=(None, 'a named ensemble (`ensemble.named_ensemble`): lesson (the course\'s four large models, two shapes each; ignores --size), '
-                                      'small (resnet18, convnext_atto), tiny (timm\'s test_resnet, squished and cropped: for tests and CPU demos)')),
-              data=(None, 'the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle\'s data or `paddy_collab synth`); default `paddy_path()`'),
-              size=([224], 'final image size: one number, or height and width', dict(type=pixels, nargs='+', metavar='PX')), epochs=(12, 'epochs (after one frozen epoch when fine-tuning)', dict(type=positive_int)),
-              accum=('1', 'batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', dict(type=_accum)),
-              bs=(64, 'effective batch size: images per optimizer step', dict(type=positive_int)), lr=(0.01, 'learning rate', dict(type=positive_float)), multi_target=(False, 'predict disease and rice variety with one two-headed model'),
-              pretrained=(True, 'start from timm\'s pretrained weights (cached or downloaded); --no-pretrained: random weights'),
-              finetune=(True, 'fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers'),
-              n_tta=(4, 'augmented passes of test-time augmentation (0: plain predictions)', dict(type=nonneg_int)), out=('outputs/paddy', 'folder for the saved members, one sub-folder each'),
-              precision=('auto', 'auto: fp16 mixed precision on CUDA, fp32 on CPU', dict(choices=['auto', 'fp32', 'fp16', 'bf16'])),
-              seed=(42, 'seed of the train/valid split (the same for every member) and of training'))
-def _train_paddy(a):
-    if len(a.size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(a.size)}")
-    if a.accum != 'auto' and a.accum > a.bs: raise UsageError(f"--accum {a.accum} is more than --bs {a.bs}: a step adds up --accum batches of bs/accum images; lower --accum or raise --bs")
-    from paddy_collab.ensemble import plan_members, train_ensemble
-    from paddy_collab.paddy_checks import check_paddy
-    data, size = _data(a), a.size[0] if len(a.size) == 1 else tuple(a.size)
-    with user_input():  # before any training: the names, the outputs, every training and test image
-        members, names = plan_members(a.arch, a.ensemble, size, a.pretrained, a.out, a.force)
+              'paddy_collab train-paddy --data data/paddy_synth --ensemble small --size 64 --epochs 4 --multi-target --no-pretrained --out outputs/paddy')
+def _train_paddy(arch:Param('a timm architecture, e.g. resnet18 or convnext_small.fb_in22k (repeatable: each one is trained); or --ensemble', action='append')=None,
+                 ensemble:str=None, # a named ensemble (`ensemble.named_ensemble`), instead of --arch: lesson (the course's four large models, two shapes each; ignores --size), small (resnet18, convnext_atto), tiny (timm's test_resnet, squished and cropped: for tests and CPU demos)
+                 data:str=None, # the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle's data or `paddy_collab synth`); default `paddy_path()`
+                 size:Param('final image size: one number, or height and width', pixels, nargs='+')=[224],
+                 epochs:positive_int=12, # epochs (after one frozen epoch when fine-tuning)
+                 accum:Param('batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', _accum)='1',
+                 bs:positive_int=64, # effective batch size: images per optimizer step
+                 lr:positive_float=0.01, # learning rate
+                 multi_target:bool=False, # predict disease and rice variety with one two-headed model
+                 pretrained:Param("start from timm's pretrained weights (cached or downloaded); --no-pretrained: random weights", action=argparse.BooleanOptionalAction)=True,
+                 finetune:Param('fine_tune (one frozen epoch, then all layers); --no-finetune: fit_one_cycle on all layers', action=argparse.BooleanOptionalAction)=True,
+                 n_tta:nonneg_int=4, # augmented passes of test-time augmentation (0: plain predictions)
+                 out:str='outputs/paddy', # folder for the saved members, one sub-folder each
+                 precision:Param('auto: fp16 mixed precision on CUDA, fp32 on CPU', choices=['auto', 'fp32', 'fp16', 'bf16'])='auto',
+                 seed:int=42, # seed of the train/valid split (the same for every member) and of training
+                 force:bool=False, # `--force`, a common option
+                ):
+    opts = dict(locals())  # for the manifest
+    if bool(arch) == bool(ensemble): raise UsageError("give --arch (one or more) or --ensemble, not both" if arch else "one of the arguments --arch --ensemble is required")
+    if len(size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(size)}")
+    if accum != 'auto' and accum > bs: raise UsageError(f"--accum {accum} is more than --bs {bs}: a step adds up --accum batches of bs/accum images; lower --accum or raise --bs")
+    from paddy_collab.ensemble import plan_members, train_ensemble; from paddy_collab.paddy_checks import check_paddy
+    data, size = _data(data), size[0] if len(size) == 1 else tuple(size)
+    with user_input(RuntimeError):  # before any training: the names, the outputs, pretrained weights that cannot be had (`hub`), every image
+        members, names = plan_members(arch, ensemble, size, pretrained, out, force)
         report = check_paddy(data)
-    print(f"training {len(names)} model(s) on {data} ({'multi-target' if a.multi_target else 'disease only'}, {a.epochs} epochs, accum {a.accum}): {', '.join(names)}", flush=True)
-    train_ensemble(data, members, seed=a.seed, on_member=partial(_save_member, a, data), check=report, accum=a.accum, finetune=a.finetune, epochs=a.epochs,
-                   pretrained=a.pretrained, multi_target=a.multi_target, lr=a.lr, bs=a.bs, n_tta=a.n_tta, precision=a.precision)
+    print(f"training {len(names)} model(s) on {data} ({'multi-target' if multi_target else 'disease only'}, {epochs} epochs, accum {accum}): {', '.join(names)}", flush=True)
+    train_ensemble(data, members, seed=seed, on_member=partial(_save_member, out, force, opts, data), check=report, accum=accum, finetune=finetune, epochs=epochs,
+                   pretrained=pretrained, multi_target=multi_target, lr=lr, bs=bs, n_tta=n_tta, precision=precision)
 
 # %% ../nbs/app/04_cli.ipynb
-_predict_opts = dict(runs=arg('folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel\'s output)', nargs='+', metavar='MODEL'),
-    data=(None, 'the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`'),
-    weights=(None, 'one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson\'s ViT, 2)', dict(type=nonneg_float, nargs='+')),
-    head=('disease', 'which head\'s labels to write (disease; variety for a multi-target model)'), out=('submission.csv', 'the submission CSV to write'))
-
 @commands.add('predict', 'average saved prediction sets with weights into a submission CSV',
-              'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv', **_predict_opts)
-def _predict(a)->Path:
-    "`ensemble.predict_members` of `a.runs` into the submission `a.out`; return its path."
+              'paddy_collab predict outputs/paddy --data data/paddy_synth --out outputs/submission.csv')
+def _predict(runs:Param("folders saved by `train-paddy`: a member, or the --out folder holding several (submit: or one CSV, e.g. a kernel's output)", nargs='+'),
+             data:str=None, # the competition folder the models were trained on (its sample_submission.csv gives the order); default `paddy_path()`
+             weights:Param("one weight per model, in the order listed (default: `ensemble.model_weights`: 1, except the lesson's ViT, 2)", nonneg_float, nargs='+')=None,
+             head:str='disease', # which head's labels to write (disease; variety for a multi-target model)
+             out:str='submission.csv', # the submission CSV to write
+             force:bool=False, # `--force`, a common option
+            )->Path:
+    "`ensemble.predict_members` of `runs` into the submission `out`; return its path."
     from paddy_collab.ensemble import predict_members
-    data = _data(a)
-    with user_input(): r = predict_members(a.runs, data, a.out, a.weights, a.head, a.force)
+    data = _data(data)
+    with user_input(): r = predict_members(runs, data, out, weights=weights, head=head, overwrite=force)
     for f, w, e in r['members']: print(f"{f}: weight {w:.2f}, validation error " + (', '.join(f"{h} {v:.1%}" for h, v in e.items()) if isinstance(e, dict) else f"{e}"))
     print(f"wrote {r['fname']}: {len(r['sub'])} test images; most predicted: " + ', '.join(f"{k} {v}" for k, v in r['sub'].label.value_counts().head(3).items()))
     if r['test_error'] is not None: print(f"test error against {data/'solution.csv'}: {r['test_error']:.1%} (chance: {r['chance']:.0%})")
     return r['fname']
 
 @commands.add('submit', 'write the submission like `predict`, check it against sample_submission.csv, and submit it to Kaggle',
-              'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs" --wait 600', **_predict_opts,
-              message=(None, 'the submission\'s description on Kaggle', dict(required=True, short=['-m'])), comp=('paddy-disease-classification', 'the competition slug'),
-              dry_run=(False, 'write and check the CSV, but do not send it'), wait=(0., 'wait this long for the public score', dict(metavar='SECS')))
-def _submit(a):
+              'paddy_collab submit outputs/paddy --data data/paddy --out submission.csv -m "small ensemble, 12 epochs" --wait 600', short=dict(message='-m'))
+@delegates(_predict)
+def _submit(runs:Param("folders saved by `train-paddy`: a member, or the --out folder holding several; or one CSV, e.g. a kernel's output", nargs='+'),
+            message:Param("the submission's description on Kaggle", required=True)=None,
+            comp:str='paddy-disease-classification', # the competition slug
+            dry_run:bool=False, # write and check the CSV, but do not send it
+            wait:nonneg_float=0., # wait this long (seconds) for the public score
+            **kwargs, # `predict`'s options
+           ):
     from paddy_collab.kaggle import check_submission, submit
-    if a.head != 'disease': raise UsageError(f"Kaggle scores disease labels; --head {a.head} writes other ones: look at them with `paddy_collab predict --head {a.head}`")
-    sample = _data(a)/'sample_submission.csv'
-    out = Path(a.runs[0]) if len(a.runs) == 1 and a.runs[0].endswith('.csv') else _predict(a)
-    with user_input(): r = check_submission(out, sample) if a.dry_run else submit(out, a.comp, a.message, sample=sample, wait=a.wait)  # submit checks the CSV too
-    if a.dry_run: return print(f"checked {out} against {sample}; --dry-run: not submitted")
-    print(f"submitted {out} to {a.comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if a.wait else ''))
+    head = kwargs.get('head', 'disease')
+    if head != 'disease': raise UsageError(f"Kaggle scores disease labels; --head {head} writes other ones: look at them with `paddy_collab predict --head {head}`")
+    sample = _data(kwargs.get('data'))/'sample_submission.csv'
+    out = Path(runs[0]) if len(runs) == 1 and runs[0].endswith('.csv') else _predict(runs, **kwargs)
+    with user_input(): r = check_submission(out, sample) if dry_run else submit(out, comp, message, sample=sample, wait=wait)  # submit checks the CSV too
+    if dry_run: return print(f"checked {out} against {sample}; --dry-run: not submitted")
+    print(f"submitted {out} to {comp}: {r['message']}" + (f"; {r['status']}, public score {r['score']}" if wait else ''))
 
 # %% ../nbs/app/04_cli.ipynb
-_kernel_opts = dict(user=(None, 'Kaggle user who owns the kernel (default: the signed-in user)'),
-    dataset=([], 'a dataset to attach (repeatable)', dict(action='append', metavar='OWNER/SLUG')),
-    wheel_ds=(None, 'the dataset of `push-wheels`, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)', dict(metavar='[OWNER/]SLUG')),
-    model=([], 'a Kaggle model to attach (repeatable)', dict(action='append', metavar='OWNER/MODEL/FRAMEWORK/VARIATION/VERSION')),
-    public=(False, 'make the kernel public (default: private)'), gpu=(None, 'run it on a GPU (default: on for --train and the Paddy lesson notebooks; --no-gpu for a CPU kernel)', dict(action=argparse.BooleanOptionalAction)),
-    internet=(None, 'allow internet in the kernel (default: off for --train, on otherwise)', dict(action=argparse.BooleanOptionalAction)),
-    wait=(600., 'wait this long for your attached datasets to be ready before pushing', dict(metavar='SECS')),
-    dry_run=(None, 'write the kernel\'s files (notebook and kernel-metadata.json) into DIR instead of pushing', dict(metavar='DIR')))
+def _kernel_opts(user:str=None, # Kaggle user who owns the kernel (default: the signed-in user)
+                 dataset:Param('a dataset to attach, OWNER/SLUG (repeatable)', action='append')=None,
+                 wheel_ds:str=None, # the dataset of `push-wheels`, [OWNER/]SLUG, installed by the first cell (default: USER/paddy-collab-wheels when the notebook uses paddy_collab)
+                 model:Param('a Kaggle model to attach, OWNER/MODEL/FRAMEWORK/VARIATION/VERSION (repeatable)', action='append')=None,
+                 public:bool=False, # make the kernel public (default: private)
+                 gpu:Param('run it on a GPU (default: on for --train and the Paddy lesson notebooks; --no-gpu for a CPU kernel)', action=argparse.BooleanOptionalAction)=None,
+                 internet:Param('allow internet in the kernel (default: off for --train, on otherwise)', action=argparse.BooleanOptionalAction)=None,
+                 wait:nonneg_float=600., # wait this long (seconds) for your attached datasets to be ready before pushing
+                 dry_run:str=None, # write the kernel's files (notebook and kernel-metadata.json) into this folder instead of pushing
+                ): ...  # the kernel's settings, as `kernels.kernel_files` takes them
 
 @commands.add('push-kernel', 'upload a project notebook, or (--train) the competition kernel, as a Kaggle kernel',
-              'paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights', force=False,
-              notebook=arg('the .ipynb file to push (or --train)', nargs='?'),
-              train=(False, 'the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv'),
-              title=(None, 'kernel title (default: the notebook\'s "# Title"; --train: "Paddy Doctor ensemble")'), slug=(None, 'kernel slug, the URL name; must match the title (default: from the title)'),
-              comp=('paddy-disease-classification', 'competition whose data the kernel reads ("" for none)'),
-              parameters=group('--train: the parameters cell', arch=(None, 'a timm architecture (repeatable; default convnext_small.fb_in22k)', dict(action='append')),
-                  ensemble=(None, 'the course\'s four models, two shapes each (instead of --arch)', dict(choices=['lesson'])),
-                  epochs=(12, 'epochs (after one frozen epoch)', dict(type=positive_int)), size=(224, 'final image size', dict(type=pixels)),
-                  accum=(1, 'batches whose gradients add up before each step', dict(type=positive_int)), bs=(64, 'effective batch size', dict(type=positive_int)),
-                  n_tta=(4, 'augmented passes of test-time augmentation', dict(type=nonneg_int)), weights_ds=(None, 'the dataset of `push-weights`, for a kernel without internet', dict(metavar='[OWNER/]SLUG')),
-                  submit=(None, 'submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)', dict(metavar='MESSAGE'))),
-              **_kernel_opts)
-def _push_kernel(a):
-    from paddy_collab.kaggle import push_kernel
-    if bool(a.notebook) == a.train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
-    train = dict(weights_ds=a.weights_ds, epochs=a.epochs, size=a.size, accum=a.accum, bs=a.bs, n_tta=a.n_tta) if a.train else {}
-    with user_input(): r = push_kernel(None if a.train else a.notebook, a.dry_run, a.user, a.wait, a.gpu, a.internet, a.title, a.slug, a.comp, 'lesson' if a.ensemble
-                                       else a.arch, a.submit, datasets=a.dataset, wheel_ds=a.wheel_ds, models=a.model, private=not a.public, **train)
-    if a.dry_run: return print(f"wrote {r}/kernel-metadata.json and {json.loads((r/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
+              'paddy_collab push-kernel --train --arch convnext_small.fb_in22k --epochs 12 --weights-ds paddy-collab-weights', force=False)
+@delegates(_kernel_opts)
+def _push_kernel(notebook:Param('the .ipynb file to push (or --train)', nargs='?'),
+                 train:bool=False, # the competition kernel: find the data, train the ensemble, TTA, write /kaggle/working/submission.csv
+                 title:str=None, # kernel title (default: the notebook's "# Title"; --train: "Paddy Doctor ensemble")
+                 slug:str=None, # kernel slug, the URL name; must match the title (default: from the title)
+                 comp:str='paddy-disease-classification', # competition whose data the kernel reads ("" for none)
+                 arch:Param('--train: a timm architecture (repeatable; default convnext_small.fb_in22k)', action='append')=None,
+                 ensemble:Param("--train: the course's four models, two shapes each (instead of --arch)", choices=['lesson'])=None,
+                 epochs:positive_int=12, # --train: epochs (after one frozen epoch)
+                 size:pixels=224, # --train: final image size
+                 accum:positive_int=1, # --train: batches whose gradients add up before each step
+                 bs:positive_int=64, # --train: effective batch size
+                 n_tta:nonneg_int=4, # --train: augmented passes of test-time augmentation
+                 weights_ds:str=None, # --train: the dataset of `push-weights`, [OWNER/]SLUG, for a kernel without internet
+                 submit:str=None, # --train: submit submission.csv from the kernel with this message (needs internet and Kaggle Secrets)
+                 **kwargs, # the kernel's settings
+                ):
+    from paddy_collab.kernels import push_kernel
+    if bool(notebook) == train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
+    k = dict(kwargs, datasets=kwargs.pop('dataset') or [], models=kwargs.pop('model') or [], private=not kwargs.pop('public'))
+    if train: k.update(weights_ds=weights_ds, epochs=epochs, size=size, accum=accum, bs=bs, n_tta=n_tta)
+    with user_input(): r = push_kernel(None if train else notebook, title=title, slug=slug, comp=comp, archs='lesson' if ensemble else arch, submit=submit, **k)
+    if k['dry_run']: return print(f"wrote {r}/kernel-metadata.json and {json.loads((r/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
     print(f"pushed {r['ref']} (version {r['version']}): {r['url']}\nnext: paddy_collab kernel-status {r['ref']} --wait 10800")
 
-def _dataset_opts(slug): return dict(user=(None, 'owner (default: the signed-in user)'), slug=(slug, 'dataset slug'), public=(False, 'make a new dataset public'),
-                                    wait=(600., 'wait this long for Kaggle to process it (0: do not wait)', dict(metavar='SECS')))
+def _dataset_opts(user:str=None, # owner (default: the signed-in user)
+                  public:bool=False, # make a new dataset public
+                  wait:nonneg_float=600., # wait this long (seconds) for Kaggle to process it (0: do not wait)
+                 ): ...  # what `push-wheels` and `push-weights` share
 
 def _pushed(r): print(f"{'created' if r['created'] else 'new version of'} {r['ref']}: {', '.join(r.get('wheels') or (d['file'] for d in r['weights'].values()))}\n{r['url']}")
 
 @commands.add('push-wheels', 'push paddy_collab\'s wheel and those of the dependencies Kaggle\'s image lacks as a dataset (for kernels without internet)',
-              'paddy_collab push-wheels', force=False, **_dataset_opts('paddy-collab-wheels'),
-              extra=([], 'another requirement or .whl to include (repeatable)', dict(action='append', metavar='REQ|WHEEL')),
-              find_links=(None, 'take the dependencies\' wheels from DIR instead of PyPI', dict(metavar='DIR')),
-              python_version=(None, "the kernels' Python, X.Y (default: Kaggle's image's; $PADDY_KAGGLE_PYTHON overrides)", dict(metavar='X.Y')))
-def _push_wheels(a):
-    from paddy_collab.kaggle import push_wheel_dataset
-    with user_input(): _pushed(push_wheel_dataset(user=a.user, slug=a.slug, extra_wheels=a.extra, find_links=a.find_links, public=a.public, wait=a.wait,
-                                                    python=a.python_version))
+              'paddy_collab push-wheels', force=False)
+@delegates(_dataset_opts)
+def _push_wheels(slug:str='paddy-collab-wheels', # dataset slug
+                 extra:Param('another requirement or .whl to include (repeatable)', action='append')=None,
+                 find_links:str=None, # take the dependencies' wheels from this folder instead of PyPI
+                 python_version:str=None, # the kernels' Python, X.Y (default: Kaggle's image's; $PADDY_KAGGLE_PYTHON overrides)
+                 **kwargs):
+    from paddy_collab.datasets import push_wheel_dataset
+    with user_input(): _pushed(push_wheel_dataset(slug=slug, extra_wheels=extra or [], find_links=find_links, python=python_version, **kwargs))
 
 @commands.add('push-weights', 'push the cached pretrained weights of timm architectures as a dataset (for kernels without internet)',
-              'paddy_collab push-weights convnext_small.fb_in22k', force=False,
-              archs=arg('timm names whose weights this machine has cached', nargs='+', metavar='ARCH'), **_dataset_opts('paddy-collab-weights'))
-def _push_weights(a):
-    from paddy_collab.kaggle import push_weights_dataset
-    with user_input(): _pushed(push_weights_dataset(a.archs, user=a.user, slug=a.slug, public=a.public, wait=a.wait))
+              'paddy_collab push-weights convnext_small.fb_in22k', force=False)
+@delegates(_dataset_opts)
+def _push_weights(archs:Param('timm names whose weights this machine has cached', nargs='+'),
+                  slug:str='paddy-collab-weights', # dataset slug
+                  **kwargs):
+    from paddy_collab.datasets import push_weights_dataset
+    with user_input(): _pushed(push_weights_dataset(archs, slug=slug, **kwargs))
 
 @commands.add('kernel-status', 'a pushed kernel\'s status; --wait polls until it is complete (or shows the error and the end of its log)',
-              'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False,
-              kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'),
-              wait=(0., 'poll until it finishes, at most this long', dict(metavar='SECS')), poll=(30., 'seconds between two questions', dict(metavar='SECS')))
-def _kernel_status(a):
-    from paddy_collab.kaggle import kernel_status
-    with user_input(): print(f"{a.kernel}: {kernel_status(a.kernel, a.wait, a.poll)}")
+              'paddy_collab kernel-status YOU/paddy-doctor-ensemble --wait 10800', force=False)
+def _kernel_status(kernel:str, # the kernel, OWNER/SLUG, as printed by push-kernel
+                   wait:nonneg_float=0., # poll until it finishes, at most this long (seconds)
+                   poll:positive_float=30., # seconds between two questions
+                  ):
+    from paddy_collab.kernels import kernel_status
+    with user_input(): print(f"{kernel}: {kernel_status(kernel, wait=wait, poll=poll)}")
 
 @commands.add('kernel-output', 'download a kernel\'s output (submission.csv, ...) and its log',
-              'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output',
-              kernel=arg('the kernel, as printed by push-kernel', metavar='OWNER/SLUG'), out=('kernel-output', 'folder to write (it appears whole)'))
-def _kernel_output(a):
-    from paddy_collab.kaggle import kernel_output
-    with atomic_dir(a.out, a.force, command='kernel-output') as tmp, user_input(): r = kernel_output(a.kernel, tmp)
-    for f in r['files']: print(f"wrote {Path(a.out)/f.name}")
-    if r['submission'] is None: print(f"(no submission.csv: see the log {Path(a.out)/r['log'].name if r['log'] else ''})")
+              'paddy_collab kernel-output YOU/paddy-doctor-ensemble --out kernel-output')
+def _kernel_output(kernel:str, # the kernel, OWNER/SLUG, as printed by push-kernel
+                   out:str='kernel-output', # folder to write (it appears whole)
+                   force:bool=False, # `--force`, a common option
+                  ):
+    from paddy_collab.kernels import kernel_output
+    with atomic_dir(out, force, command='kernel-output') as tmp, user_input(): r = kernel_output(kernel, tmp)
+    for f in r['files']: print(f"wrote {Path(out)/f.name}")
+    if r['submission'] is None: print(f"(no submission.csv: see the log {Path(out)/r['log'].name if r['log'] else ''})")
 
 # %% ../nbs/app/04_cli.ipynb
 def demo_steps(out, # the demo's output folder
@@ -278,21 +298,22 @@ def demo_steps(out, # the demo's output folder
     return [shlex.split(s) + ['--force'] * (force and not s.startswith('recommend')) for s in steps]
 
 @commands.add('demo', 'collab on MovieLens 100k, a two-model multi-target Paddy ensemble on synthetic data, and the submission, in a few CPU minutes',
-              'paddy_collab demo --out outputs/demo',
-                   out=('outputs/demo', 'folder for everything the demo writes'), quick=(False, 'tiny settings (one epoch, a few images): a smoke test, not a result'))
-def _demo(a):
-    out = Path(a.out)
-    if out.exists() and any(out.iterdir()) and not a.force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
+              'paddy_collab demo --out outputs/demo')
+def _demo(out:str='outputs/demo', # folder for everything the demo writes
+          quick:bool=False, # tiny settings (one epoch, a few images): a smoke test, not a result
+          force:bool=False, # `--force`, a common option
+          quiet:bool=False, # `--quiet`, a common option
+         ):
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force: raise FileExistsError(f"{out} already exists; pass --force to replace what the demo writes there")
     check_writable(out/'x')
     t0, parser = time.time(), commands.parser()
-    for args in demo_steps(out, a.quick, a.force):
-        args, t = args + ['--quiet'] * a.quiet, time.time()
+    for args in demo_steps(out, quick, force):
+        args, t = args + ['--quiet'] * quiet, time.time()
         print(f"\n$ paddy_collab {shlex.join(args)}", flush=True)
-        ns = parser.parse_args(args)
-        with _settings(ns): ns.job(ns)
+        commands.call(parser.parse_args(args))
         print(f"({time.time()-t:.0f}s)", flush=True)
     print(f"\ndemo done in {time.time()-t0:.0f}s. Outputs in {out}/:\n  submission: {out/'submission.csv'}\n  models: {out/'collab'/'model.pkl'}, "
           + ', '.join(str(p) for p in sorted((out/'paddy').glob('*/model.pkl'))) + '\n  plots:\n' + '\n'.join(f'    {p}' for p in sorted(out.rglob('*.png'))))
 
-# %% ../nbs/app/04_cli.ipynb
-if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): sys.exit(main())
+if __name__ == '__main__' and not getattr(builtins, '__IPYTHON__', False): sys.exit(main())  # `python -m paddy_collab.cli`; a notebook also runs as __main__

@@ -17,10 +17,10 @@ from .hub import pretrained_kwargs
 from accelerate.utils import release_memory
 
 # %% auto 0
-__all__ = ['lesson_res', 'lesson_models', 'models', 'course_names', 'model_weights', 'ensemble_names', 'member_files',
-           'named_ensemble', 'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission',
-           'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member',
-           'load_members', 'predict_members']
+__all__ = ['lesson_res', 'lesson_models', 'course_names', 'model_weights', 'ensemble_names', 'member_files', 'named_ensemble',
+           'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission', 'member_name',
+           'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member', 'load_members',
+           'predict_members']
 
 # %% ../nbs/05_ensemble.ipynb
 lesson_res = 640, 480
@@ -30,7 +30,6 @@ lesson_models = {
     'swinv2_large_window12_192.ms_in22k': [(Resize(480, method='squish'), 192), (Resize(lesson_res), 192)],
     'swin_large_patch4_window7_224.ms_in22k_ft_in1k': [(Resize(480, method='squish'), 224), (Resize(lesson_res), 224)],
 }
-models = lesson_models  # the lesson's name, as ref/10_kaggle's kernel imports it
 # the course's timm 0.6 names -> today's
 course_names = {'convnext_large_in22k': 'convnext_large.fb_in22k', 'vit_large_patch16_224': 'vit_large_patch16_224.augreg_in21k_ft_in1k',
                 'swinv2_large_window12_192_22k': 'swinv2_large_window12_192.ms_in22k', 'swin_large_patch4_window7_224': 'swin_large_patch4_window7_224.ms_in22k_ft_in1k'}

@@ -4,13 +4,13 @@
 
 # %% ../nbs/ref/03_hub.ipynb 2
 from __future__ import annotations
-import os
+import os, sys, json, tempfile
 from pathlib import Path
 import torch
 from .core import *  # can_reach
 
 # %% auto 0
-__all__ = ['hub_url', 'weight_packages', 'cached_weights', 'pretrained_kwargs', 'package_weights']
+__all__ = ['hub_url', 'weight_packages', 'cached_weights', 'pretrained_kwargs', 'package_weights', 'kernel_weights']
 
 # %% ../nbs/ref/03_hub.ipynb
 hub_url = 'https://huggingface.co'
@@ -73,3 +73,26 @@ def package_weights(arch:str, # a timm model name, with or without a tag ('tf_ef
     torch.save(dict(zip(keys, sd.values())), tmp)
     os.replace(tmp, dest)  # atomic: a concurrent reader sees the whole file or none
     return dest
+
+# %% ../nbs/ref/03_hub.ipynb
+def kernel_weights(input_dir=None, # where Kaggle attaches datasets; default `../input` (from `/kaggle/working`), else `/kaggle/input`
+                   cache=None, # the Hugging Face cache to build; default `<tmp>/paddy_collab-hf/hub`
+                  )->dict: # {arch: weights file} for every arch found
+    "Make timm find the weights of attached weights datasets (`weights.json`) offline: an HF cache of links to them, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`."
+    found, input_dir = {}, input_dir or next((p for p in (Path('../input'), Path('/kaggle/input')) if p.is_dir()), Path('../input'))
+    for w in sorted([*Path(input_dir).glob('*/weights.json'), *Path(input_dir).glob('datasets/*/*/weights.json')]):  # ../input/<slug>, or Kaggle's newer datasets/<owner>/<slug>
+        for arch, d in json.loads(w.read_text()).items(): found[arch] = dict(d, path=(w.parent/d['file']).resolve())
+    if not found: return {}
+    cache = Path(cache) if cache is not None else Path(tempfile.gettempdir())/'paddy_collab-hf'/'hub'
+    for arch, d in found.items():
+        repo, _, rev = (d['hf_hub_id'] or '').partition('@')
+        if not repo: continue
+        r = cache/f"models--{repo.replace('/', '--')}"
+        snap = r/'snapshots'/('0'*40)
+        snap.mkdir(parents=True, exist_ok=True); (r/'refs').mkdir(exist_ok=True)
+        (r/'refs'/(rev or 'main')).write_text('0'*40)
+        if not (snap/d['hf_hub_filename']).exists(): (snap/d['hf_hub_filename']).symlink_to(d['path'])
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE='1')
+    if 'huggingface_hub.constants' in sys.modules:  # read at import: tell an imported hub too
+        sys.modules['huggingface_hub.constants'].HF_HUB_CACHE, sys.modules['huggingface_hub.constants'].HF_HUB_OFFLINE = str(cache), True
+    return {a: d['path'] for a, d in found.items()}

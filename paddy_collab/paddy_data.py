@@ -11,6 +11,9 @@ import pandas as pd
 from PIL import Image
 from .core import *  # first: it silences torch's jit warning before fastai is imported
 from .paddy_checks import *  # check_paddy, PaddyReport, get_test_files: see ref/02_paddy_checks
+from .synth import cached_synth
+from .hub import kernel_weights
+from .kaggle import KaggleError, on_kaggle, find_creds, comp_path, paddy_comp  # see ref/10_kaggle
 from fastcore.basics import ifnone
 from fastcore.foundation import L
 from fastai.data.core import DataLoaders
@@ -20,8 +23,9 @@ from fastai.vision.data import ImageBlock
 # fastai.vision.augment (Resize, aug_transforms) imports torchvision, about 2 s: it is imported where it is used
 
 # %% auto 0
-__all__ = ['paddy_scales', 'tiny_synth', 'paddy_subsets', 'paddy_scale', 'by_scale', 'real_paddy', 'paddy_subset', 'lesson_path',
-           'submission_path', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_dls', 'paddy_test_dl']
+__all__ = ['paddy_scales', 'tiny_synth', 'paddy_subsets', 'paddy_scale', 'by_scale', 'paddy_path', 'real_paddy', 'paddy_subset',
+           'lesson_path', 'submission_path', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_dls',
+           'paddy_test_dl']
 
 # %% ../nbs/02_paddy_data.ipynb
 paddy_scales = ('full', 'cpu', 'tiny')
@@ -44,12 +48,38 @@ def by_scale(full, # the value for the lesson's configuration (GPU, real data)
     return dict(full=full, cpu=cpu, tiny=tiny)[scale or paddy_scale()]
 
 # %% ../nbs/02_paddy_data.ipynb
+def paddy_path(path=None, # a folder holding the competition's files; default `$PADDY_PATH`
+               local=None, # the local copy `comp_path` downloads once; default `<fastai data>/paddy-disease-classification`
+               download:bool=True, # download that copy when Kaggle credentials are found
+               synth:bool=True, # fall back to the synthetic set; if False, raise `FileNotFoundError` instead
+               timeout:float=10., # seconds per request while trying to download
+              )->Path: # the folder with `train.csv`, `train_images/`, `test_images/`, `sample_submission.csv`
+    "The Paddy Doctor data: on Kaggle the attached competition; else `path` or `$PADDY_PATH`; else a local copy; else the synthetic set."
+    if on_kaggle(): return comp_path(paddy_comp)
+    src = 'path' if path is not None else 'PADDY_PATH'
+    path = path if path is not None else os.environ.get('PADDY_PATH') or None
+    if path is not None:
+        p = Path(path).expanduser()
+        if not (p/'train.csv').is_file(): raise FileNotFoundError(f"{p} (from {src}) is not the Paddy Doctor data: it has no train.csv")
+        return p
+    local = Path(local) if local is not None else fastai_data_path()/paddy_comp
+    if local.is_dir() and any(local.iterdir()): return local
+    why = f"no copy in {local}"
+    if download and find_creds(secrets=False) is None: why += ", no Kaggle credentials to download one"
+    elif download:
+        try: return comp_path(paddy_comp, local, timeout=timeout)
+        except KaggleError as e: why += f"; the download failed: {e}"
+    if not synth: raise FileNotFoundError(f"No Paddy Doctor data: not on Kaggle, no path or PADDY_PATH, {why}")
+    p = cached_synth()
+    print(f"paddy_path: using the synthetic Paddy set in {p} ({why}). For the real data set PADDY_PATH or pass path=.")
+    return p
+
+# %% ../nbs/02_paddy_data.ipynb
 tiny_synth = dict(n_per_class=3, n_test=8, size=(48, 64))  # the synthetic set at PADDY_SCALE=tiny
 paddy_subsets = dict(cpu=125, tiny=3)  # training images per disease taken from the real data at these scales (the synthetic CPU set's count)
 
 def real_paddy()->Path|None:
     "The real competition data if this machine has it (attached on Kaggle, `$PADDY_PATH`, or the local copy), without downloading; else None."
-    from .kaggle import paddy_path
     try: return paddy_path(download=False, synth=False)
     except FileNotFoundError:
         if os.environ.get('PADDY_PATH'): raise  # a folder was named and is not the data: say so
@@ -86,16 +116,13 @@ def paddy_subset(path, # the competition folder
 def lesson_path(scale:str|None=None, # default `paddy_scale()`
                )->Path:
     "The lesson's data: the real competition whenever this machine has it (all at 'full', `paddy_subset` at 'cpu' and 'tiny'), else the synthetic set."
-    from .synth import cached_synth
     scale = scale or paddy_scale()
-    if os.environ.get('KAGGLE_KERNEL_RUN_TYPE'):  # a kernel without internet: timm finds attached weights datasets, as in the competition kernel
-        from .kaggle import kernel_weights
+    if on_kaggle():  # a kernel without internet: timm finds attached weights datasets, as in the competition kernel
         if w := kernel_weights(): print(f"lesson_path: pretrained weights from the attached dataset(s): {', '.join(w)}")
     real = real_paddy()
     if scale == 'full':
         if real is not None: return real
-        from .kaggle import paddy_path  # downloads with Kaggle credentials, else the synthetic set (and says so)
-        return paddy_path()
+        return paddy_path()  # downloads with Kaggle credentials, else the synthetic set (and says so)
     if real is None: return cached_synth(solution=True, **({} if scale == 'cpu' else tiny_synth))  # `solution.csv`: the test labels, to score submissions
     p = paddy_subset(real, paddy_subsets[scale])
     n = sum(1 for _ in (p/'train_images').glob('*/*'))
@@ -107,7 +134,7 @@ def submission_path(folder, # where the lesson's submission goes off Kaggle
                     fname:str='submission.csv', # its name there
                    )->Path:
     "`folder/fname`; in a Kaggle kernel `/kaggle/working/submission.csv`, the file Kaggle's Submit button takes from a kernel's output."
-    if not os.environ.get('KAGGLE_KERNEL_RUN_TYPE'): return Path(folder)/fname
+    if not on_kaggle(): return Path(folder)/fname
     w = Path('/kaggle/working')
     return (w if w.is_dir() else Path.cwd())/'submission.csv'  # a kernel works in /kaggle/working
 

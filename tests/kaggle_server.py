@@ -314,13 +314,13 @@ if pytest is not None:
     @pytest.fixture(scope='module')
     def built_wheel(tmp_path_factory):
         "paddy_collab's wheel, built once per test module (a build takes seconds)."
-        import paddy_collab.kaggle as pk
+        import paddy_collab.datasets as pk
         return pk.build_wheel(tmp_path_factory.mktemp('wheel'))
 
     @pytest.fixture
     def fast_wheel(built_wheel, monkeypatch):
         "Make `build_wheel` copy the module's wheel instead of building it again."
-        import shutil, paddy_collab.kaggle as pk
+        import shutil, paddy_collab.datasets as pk
         def copy(dest, root=None):
             Path(dest).mkdir(parents=True, exist_ok=True)
             return Path(shutil.copy2(built_wheel, dest))
@@ -331,7 +331,7 @@ def dep_wheels(python=None):
     """A folder holding the wheels `wheel_files` carries (paddy_collab's dependencies Kaggle's image lacks) for Kaggle's Python
     (or `python`), for `find_links=`. Made once per machine and target with the real `wheel_files` from PyPI (a few small wheels),
     in a folder named after the target, `kaggle_image` and settings.ini; `None` when PyPI cannot be reached."""
-    import hashlib, tempfile, paddy_collab.kaggle as pk
+    import hashlib, tempfile, paddy_collab.datasets as pk
     t = pk.kaggle_target(python)
     key = hashlib.md5(repr((t, sorted(pk.kaggle_image.items()), (pk.project_root()/'settings.ini').read_text())).encode()).hexdigest()[:8]
     d = Path(tempfile.gettempdir())/f"paddy_collab-dep-wheels-py{t['python']}-{key}"

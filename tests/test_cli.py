@@ -370,6 +370,20 @@ def test_internal_errors_in_the_library(ratings_csv, tmp_path):
     user_error(*args[:-2], '--rating-col', 'nope', '--out', tmp_path/'m', contains="is missing column(s) ['nope']")  # a user error: one line
 
 
+def test_bugs_inside_a_user_input_block_show_their_traceback(tmp_path):
+    "`user_input` turns only the errors about the user's input (ValueError, LookupError, KaggleError) into one line: a TypeError or RuntimeError there is a bug."
+    for exc in ('TypeError', 'RuntimeError'):
+        r = injected('paddy_collab.synth', 'synth_paddy', exc, ['synth', tmp_path/exc, '--n-per-class', 1, '--n-test', 1, '--size', 8, 8])
+        assert r.returncode == 1 and 'Traceback' in r.stderr and f"{exc}: an internal bug" in r.stderr and 'paddy_collab: error' not in r.stderr, r.stderr
+        assert not (tmp_path/exc).exists()
+
+
+def test_piped_log_has_no_progress_bars(collab_model, paddy_models):
+    "Output that is not a terminal (a pipe, a log file) gets fastai's table of losses, one line per epoch, and no progress-bar fragments."
+    for so in (collab_model[1], paddy_models[1]):
+        assert 'epoch' in so and '\r' not in so and '\u2588' not in so, repr(so[:500])
+
+
 def test_atomic_dir_has_mkdir_permissions(tmp_path):
     import stat
     from paddy_collab.core import atomic_dir

@@ -44,5 +44,7 @@ def test_short_functions():
     assert long_functions(limit=5), "the check finds nothing even at 5 lines: it is not reading the package"
 
 def test_cli_is_thin():
-    "The command line declares commands and calls the library; its argparse layer is `script`."
-    assert len((PKG/'cli.py').read_text().splitlines()) <= 300
+    "The command line declares commands and calls the library; its argparse layer is `script`. Since issue 22 an option is declared as a job's parameter, one line with its docment: those signature lines are declarations, not logic, and are not counted."
+    src = (PKG/'cli.py').read_text()
+    sig = sum(n.body[0].lineno - n.lineno - 1 for n in ast.walk(ast.parse(src)) if isinstance(n, ast.FunctionDef))  # the lines of each signature after its `def` line
+    assert len(src.splitlines()) - sig <= 300

@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMP = 'paddy-disease-classification'
-KERNEL_PYTHON = '3.12'  # Kaggle's image (paddy_collab.kaggle.kaggle_python)
+KERNEL_PYTHON = '3.12'  # Kaggle's image (paddy_collab.datasets.kaggle_python)
 # what Kaggle/docker-python installs that paddy_collab touches: fastcore pinned below 2, the rest as pip resolves them
 IMAGE_REQS = ['fastcore<2', 'torch', 'torchvision', 'fastai', 'timm', 'kaggle', 'nbdev', 'plum-dispatch>=2.10,<2.11', 'accelerate',
               'pandas', 'matplotlib', 'scikit-learn', 'ipykernel']
@@ -120,7 +120,7 @@ def image(kpy):
 @pytest.fixture(scope='module')
 def kaggle_input(tmp_path_factory, paddy):
     "What Kaggle attaches, made by the real code on this interpreter: the competition data, the wheel dataset (for Kaggle's Python) and the weights dataset."
-    import huggingface_hub.constants as hc, paddy_collab.kaggle as pk
+    import huggingface_hub.constants as hc, paddy_collab.datasets as pk
     from kaggle_server import dep_wheels
     links = dep_wheels(KERNEL_PYTHON)
     if links is None: pytest.skip('PyPI unreachable: cannot fetch the dependency wheels for Python 3.12 once')
@@ -247,7 +247,7 @@ def test_lesson_kernel_on_kaggles_python(kpy, image, kaggle_input, tmp_path, mon
 
 def install_cell_run(py:Path, root:Path, monkeypatch):
     "Run the install cell `push-kernel` writes, alone, with `py` in `root/working`: its exit status and error output."
-    import paddy_collab.kaggle as pk
+    import paddy_collab.kernels as pk
     env = kernel_env(root, monkeypatch)
     return subprocess.run([str(py), '-c', pk.install_cell('sandbox-user/paddy-collab-wheels')['source']], cwd=root/'working',
                           capture_output=True, text=True, timeout=300, env={**os.environ, **env})
@@ -265,7 +265,7 @@ def test_missing_dependency_wheel_stops_the_kernel(kpy, image, kaggle_input, tmp
 
 def test_wheels_for_another_python_stop_with_the_fix(kpy, kaggle_input, tmp_path, monkeypatch):
     "A dataset pushed with wheels for this interpreter (the old default): the kernel on Kaggle's Python names both Pythons and the command that fixes it."
-    import paddy_collab.kaggle as pk
+    import paddy_collab.datasets as pk
     from kaggle_server import dep_wheels
     here = _ver(sys.executable)
     links = dep_wheels(here)

@@ -1,8 +1,8 @@
-"""No Kaggle key in the repository, and none in what paddy_collab.kaggle prints or logs.
+"""No Kaggle key in the repository, and none in what paddy_collab.kaggle, .kernels and .datasets print or log.
 
 1. Every tracked file, every notebook and every test file is scanned for strings shaped like Kaggle credentials:
    32 hex characters after a key-ish name, a `"key": "..."` JSON value, or a `KGAT_...` API token.
-2. Every public function of `paddy_collab.kaggle` runs against the stand-in server with made-up credentials,
+2. The public functions of `paddy_collab.kaggle`, `.kernels` and `.datasets` run against the stand-in server with made-up credentials,
    on success and failure paths, while stdout, stderr, logging (DEBUG, every logger) and exception messages
    are captured; the key, the token and the Basic-auth form of the key must appear in none of them.
 The made-up credentials are generated at run time, so this file holds none either.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import paddy_collab.kaggle as pk
+import paddy_collab.kaggle as pk, paddy_collab.kernels as pkn, paddy_collab.datasets as pds
 
 ROOT = Path(__file__).resolve().parents[1]
 COMP = 'paddy-disease-classification'
@@ -69,13 +69,13 @@ def test_no_keys_in_tracked_files_or_notebooks():
 # -- nothing printed or logged
 
 def run_everything(kenv, tmp_path):
-    "Call every public function of paddy_collab.kaggle, on success and failure paths; return the messages of the errors raised."
+    "Call the public functions of paddy_collab.kaggle, .kernels and .datasets, on success and failure paths; return the messages of the errors raised."
     errors = []
     def expect_fail(f, *args, **kw):
         try: f(*args, **kw)
         except Exception as e: errors.append(''.join(traceback.format_exception(e)))
         else: raise AssertionError(f'{f.__name__} should have failed')
-    print(pk.find_creds(), pk.kaggle_creds(), pk.kaggle_config_dir(), pk.iskaggle)
+    print(pk.find_creds(), pk.kaggle_creds(), pk.kaggle_config_dir(), pk.on_kaggle())
     api = pk.kaggle_api()
     print(api.config_values.get('username'), vars(api).get('_paddy_creds'))
     p = pk.comp_path(COMP, tmp_path/'data'/COMP)
@@ -83,12 +83,12 @@ def run_everything(kenv, tmp_path):
     kenv.fail('DownloadDataFiles', 401); expect_fail(pk.comp_path, COMP, tmp_path/'d2'/COMP)
     nb = tmp_path/'nb.ipynb'
     nb.write_text(json.dumps({'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'markdown', 'metadata': {}, 'source': '# A notebook title'}]}))
-    print(pk.kernel_files(nb, tmp_path/'k', 'standin-user', comp=COMP), pk.clean_nb(json.loads(nb.read_text())), pk.nb_title(json.loads(nb.read_text())))
+    print(pkn.kernel_files(nb, tmp_path/'k', 'standin-user', comp=COMP), pkn.clean_nb(json.loads(nb.read_text())), pkn.nb_title(json.loads(nb.read_text())))
     kenv.datasets['standin-user/paddy-collab-wheels'] = {}  # pushed before: push_notebook waits for it to be ready
-    print(pk.push_notebook(nb, comp=COMP, wheel_ds='standin-user/paddy-collab-wheels'))
-    kenv.fail('SaveKernel', 500); expect_fail(pk.push_notebook, nb, wheel_ds='')
-    print(pk.push_wheel_dataset(slug='secret-scan-wheels'))
-    kenv.fail('upload', 'close'); expect_fail(pk.push_wheel_dataset, slug='secret-scan-other')
+    print(pkn.push_notebook(nb, comp=COMP, wheel_ds='standin-user/paddy-collab-wheels'))
+    kenv.fail('SaveKernel', 500); expect_fail(pkn.push_notebook, nb, wheel_ds='')
+    print(pds.push_wheel_dataset(slug='secret-scan-wheels'))
+    kenv.fail('upload', 'close'); expect_fail(pds.push_wheel_dataset, slug='secret-scan-other')
     pd.read_csv(p/'sample_submission.csv').to_csv(tmp_path/'sub.csv', index=False)
     print(pk.check_submission(tmp_path/'sub.csv', p/'sample_submission.csv'))
     print(pk.submit(tmp_path/'sub.csv', COMP, 'scan', path=p))
