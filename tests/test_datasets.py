@@ -6,8 +6,7 @@ import json, os, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_server import KaggleStandIn, standin, kenv, built_wheel, fast_wheel, find_links  # noqa: F401  (fixtures)
+from kaggle_server import KaggleStandIn  # its fixtures come from conftest's `pytest_plugins`
 import paddy_collab.datasets as pk
 from paddy_collab.kaggle import KaggleError
 from paddy_collab.datasets import push_wheel_dataset

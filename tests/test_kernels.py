@@ -6,8 +6,7 @@ import json, subprocess, sys, time, types
 from pathlib import Path
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_server import KaggleStandIn, standin, kenv, built_wheel, fast_wheel, find_links  # noqa: F401  (fixtures)
+from kaggle_server import KaggleStandIn  # its fixtures come from conftest's `pytest_plugins`
 import paddy_collab.kernels as pk, paddy_collab.kaggle as pkc
 from paddy_collab.kaggle import KaggleError
 from paddy_collab.kernels import push_notebook
