@@ -78,10 +78,10 @@ def stock_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', 
     learn = collab_learner(dls, n_factors=50, y_range=(0,5.5))
     return fit(learn, lr, epochs, wd, c_dls, target, bound)
 
-def fast_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None, bound=None):
+def fast_run(ratings, bs, lr, epochs, seed, wd=0.1, run=0, sampling='replace', target=None, bound=None, device='cpu'):
     "The fast path: `TensorCollabDataLoaders` + `fast_collab_learner` (`LeanLearner`, plain loss) + `adamw_fused` + `fast_embeddings`"
     c = cpu_s()
-    dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, device='cpu', replace=sampling=='replace')
+    dls = TensorCollabDataLoaders.from_df(ratings, item_name='title', bs=bs, seed=seed, device=device, replace=sampling=='replace')
     c_dls = cpu_s()-c
     set_seed(seed+run)
     learn = fast_collab_learner(dls, n_factors=50, y_range=(0,5.5), opt_func=adamw_fused)

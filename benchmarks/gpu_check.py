@@ -11,7 +11,7 @@ On a CUDA machine, in about 8 minutes and without network, it
   (benchmarks/run_lessons.py's `test_notebook`), with
   `PADDY_SCALE=tiny` so that the lesson's GPU-sized cells run at reduced size;
 - times stock `collab_learner` and the fast path (`paddy_collab.fastcollab`) on MovieLens 100k with benchmarks/collab.py's
-  `stock_run` and `fast_run` (whose fast path runs on the CPU), and one epoch of the 25M-rating synthetic set on the GPU;
+  `stock_run` and `fast_run` (both on the GPU), and one epoch of the 25M-rating synthetic set on the GPU;
 - measures training images/s through the lesson's DataBlock at 480x640, as is and pre-resized once with fastai's
   `resize_images`, next to the loader alone and the GPU alone, and says which one is the bottleneck;
 - writes `report.json` and `report.md` (GPU, torch/CUDA versions, times, memory) after every section.
@@ -288,8 +288,9 @@ def sec_collab(cfg, state)->dict:
     r.update(settings=dict(bs=c['bs'], epochs=c['epochs'], lr=5e-3, wd=0.1, n_factors=50, y_range=[0, 5.5], sampling='replace'))
     y = torch.tensor(ratings.rating.values, dtype=torch.float32)
     mean_mse = float(((y - y.mean())**2).mean())
-    for name, run, dev in (('stock', stock_run, str(default_device())), ('fast', fast_run, 'cpu')):  # collab.py's fast path runs on the CPU
-        r[name] = dict(device=dev, **_collab_fit(run(ratings, c['bs'], 5e-3, c['epochs'], 42)))
+    dev = str(default_device())
+    for name, run, kw in (('stock', stock_run, {}), ('fast', fast_run, dict(device=dev))):  # both on this device
+        r[name] = dict(device=dev, **_collab_fit(run(ratings, c['bs'], 5e-3, c['epochs'], 42, **kw)))
         print(f"  collab {name} ({dev}): {r[name]['secs']:.1f}s fit, valid MSE {r[name]['valid_mse']:.4f}", flush=True)
     r['predict_mean_mse'] = round(mean_mse, 4)
     r['speedup'] = round(r['stock']['secs']/r['fast']['secs'], 2)
