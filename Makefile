@@ -49,7 +49,7 @@ test: check-sync data
 kaggle-venv: dev
 	$(PY) tests/test_sandbox.py --build
 
-# The package against the newest fastai/fastcore/timm that pip resolves (as on a Kaggle image), without nbdev
+# The package against the newest fastai/fastcore/timm that pip resolves within settings.ini's ranges (fastcore<2, as on a Kaggle image), without nbdev
 # (nbdev 2 needs fastcore<2): a second venv, and the tests that do not run notebooks.
 NEWEST ?= .venv-newest
 NEWEST_TESTS ?= tests/test_foundation.py tests/test_xent.py tests/test_paddy_data.py tests/test_multitarget.py \
