@@ -10,107 +10,233 @@ from PIL import Image, ImageDraw, ImageFilter
 from .core import *
 
 # %% auto 0
-__all__ = ['diseases', 'varieties', 'synth_paddy', 'cached_synth']
+__all__ = ['diseases', 'varieties', 'disease_counts', 'variety_counts', 'synth_paddy', 'cached_synth']
 
 # %% ../nbs/ref/01_synth.ipynb
 diseases = ['bacterial_leaf_blight', 'bacterial_leaf_streak', 'bacterial_panicle_blight', 'blast', 'brown_spot',
             'dead_heart', 'downy_mildew', 'hispa', 'normal', 'tungro']
 varieties = ['ADT45', 'IR20', 'KarnatakaPonni', 'Onthanel', 'Ponni', 'Surya', 'Zonal', 'AndraPonni', 'AtchayaPonni', 'RR']
 
-# RGB of the lesions, one per disease ('normal' has none), and the shape they are drawn with
-_lesion_rgb = [(240,230,110), (200,100,30), (120,30,60), (130,130,140), (110,60,20), (245,200,230), (250,250,250), (15,15,15), None, (255,170,0)]
-_lesion_shape = ['streak', 'streak', 'blob', 'diamond', 'spot', 'blob', 'spot', 'spot', None, 'ring']
-# base leaf colour and vein spacing (in pixels at 480 wide), one per variety: colours far enough apart that a small
-# model trained from scratch on 64-pixel images tells the varieties apart (see `02_paddy_data`)
-_leaf_rgb = [(40,150,40), (150,170,30), (20,90,40), (60,160,130), (110,120,30), (190,180,60), (30,120,110), (90,210,70), (170,210,130), (70,110,150)]
-_vein_gap = [12, 30, 18, 48, 24, 60, 15, 36, 21, 42]
+# the real competition's training images per disease and per variety (10,407 in all)
+disease_counts = dict(normal=1764, blast=1738, hispa=1594, dead_heart=1442, tungro=1088, brown_spot=965, downy_mildew=620,
+                      bacterial_leaf_blight=479, bacterial_leaf_streak=380, bacterial_panicle_blight=337)
+variety_counts = dict(ADT45=6992, KarnatakaPonni=988, Ponni=657, AtchayaPonni=461, Zonal=399, AndraPonni=377, Onthanel=351,
+                      IR20=114, RR=36, Surya=32)
+
 
 # %% ../nbs/ref/01_synth.ipynb
-def _leaf(rng, variety:int, w:int, h:int)->Image.Image:
-    "A leaf background: the variety's colour and vein spacing, under random lighting and angle."
-    light = rng.uniform(0.75, 1.25)
-    base = np.clip(np.array(_leaf_rgb[variety]) * light, 0, 255)
-    img = Image.new('RGB', (w, h), tuple(int(c) for c in base))
-    d = ImageDraw.Draw(img)
-    gap = _vein_gap[variety] * w / 480 * rng.uniform(0.9, 1.1)
-    vein = tuple(int(c) for c in np.clip(base * 0.6, 0, 255))
-    off, slope = rng.uniform(0, gap), rng.uniform(-0.15, 0.15)
-    x = -w + off
-    while x < 2 * w:
-        d.line([(x, 0), (x + slope * h, h)], fill=vein, width=max(1, int(w / 160)))
-        x += gap
+def _joint(n_iter=200):
+    "P(disease, variety): a fixed random affinity fitted (iterative proportional fitting) to both real marginals, so variety depends on disease."
+    pd_ = np.array([disease_counts[d] for d in diseases], float); pv = np.array([variety_counts[v] for v in varieties], float)
+    pd_, pv = pd_/pd_.sum(), pv/pv.sum()
+    p = np.exp(np.random.default_rng(2022).normal(0, 1.2, (len(diseases), len(varieties))))
+    for _ in range(n_iter): p *= (pd_/p.sum(1))[:, None]; p *= pv/p.sum(0)
+    return p/p.sum()
+_pjoint = _joint()
+
+
+# %% ../nbs/ref/01_synth.ipynb
+# lesion and grain colours: one palette; each disease draws from 3 of its 9 colours, each colour shared by 3 or 4 diseases, so colour alone does not tell them apart
+_palette = np.array([(205,185,115), (225,205,90), (175,105,45), (120,75,35), (75,45,25), (150,145,135), (228,225,205), (185,200,115), (160,120,80)], float)
+_dpal = [[(i + 2*k) % len(_palette) for k in range(3)] for i in range(len(diseases))]
+# per variety: leaf RGB (overlapping greens), blade width (relative), leaves per plant
+_leaf_rgb = np.array([(70,140,50), (95,150,45), (55,120,55), (80,150,80), (90,135,40), (110,155,60), (60,130,70), (85,160,55), (100,145,75), (75,125,65)], float)
+_leaf_w = [0.18, 0.2, 0.17, 0.19, 0.185, 0.21, 0.16, 0.185, 0.2, 0.17]
+_n_leaves = [(2, 4), (2, 4), (2, 4), (2, 3), (2, 4), (2, 3), (3, 5), (2, 4), (2, 3), (2, 4)]
+
+def _col(rng, c=None, jit=18, disease=None):
+    "`c` (default: a palette colour, one of `disease`'s if given) with random jitter, as an RGB tuple."
+    if c is None: c = _palette[rng.choice(_dpal[diseases.index(disease)]) if disease else rng.integers(len(_palette))]
+    c = np.asarray(c, float)
+    return tuple(int(v) for v in np.clip(c + rng.normal(0, jit, 3), 0, 255))
+
+class _Leaf:
+    "A blade from `p0` (base) to `p2` (tip), bent through `p1`, `w` half-width at the base (pixels)."
+    def __init__(self, p0, p1, p2, w): self.p = np.array([p0, p1, p2], float); self.w = w
+    def centre(self, t):
+        t = np.asarray(t, float)[..., None]
+        return (1-t)**2*self.p[0] + 2*(1-t)*t*self.p[1] + t**2*self.p[2]
+    def normal(self, t):
+        t = np.asarray(t, float)[..., None]
+        d = 2*(1-t)*(self.p[1]-self.p[0]) + 2*t*(self.p[2]-self.p[1])
+        d = d/np.linalg.norm(d, axis=-1, keepdims=True)
+        return np.stack([-d[..., 1], d[..., 0]], -1)
+    def half(self, t): return self.w*np.clip(1.15 - np.asarray(t, float)**1.5, 0, 1)*np.where(np.asarray(t) > 0.93, (1-np.asarray(t))/0.07, 1)
+    def pt(self, t, s):
+        "Points at fraction `t` of the length and `s` (-1..1) across the blade."
+        return self.centre(t) + (np.asarray(s, float)*self.half(t))[..., None]*self.normal(t)
+    def length(self): return float(np.linalg.norm(np.diff(self.centre(np.linspace(0, 1, 20)), axis=0), axis=1).sum())
+    def region(self, t0, t1, s0=-1., s1=1., n=12):
+        "Polygon of the blade between `t0` and `t1`, across from `s0` to `s1`."
+        t = np.linspace(t0, t1, n)
+        return [tuple(q) for q in np.concatenate([self.pt(t, np.full(n, s0)), self.pt(t[::-1], np.full(n, s1))])]
+    def draw(self, d, col):
+        d.polygon(self.region(0, 1), fill=col)
+        mid = tuple(int(min(255, c*1.18)) for c in col)
+        d.line([tuple(q) for q in self.centre(np.linspace(0, 0.95, 12))], fill=mid, width=max(1, int(self.w*0.18)))
+
+def _spindle(d, leaf, t, s, ln, wd, c_out, c_in=None):
+    "A lens-shaped lesion along the blade at (`t`, `s`), `ln` long (fraction of length), `wd` wide (fraction of half-width)."
+    ts = np.linspace(t - ln/2, t + ln/2, 9); prof = np.sin(np.linspace(0, np.pi, 9))
+    pts = np.concatenate([leaf.pt(ts, s + wd*prof), leaf.pt(ts[::-1], s - wd*prof[::-1])])
+    d.polygon([tuple(q) for q in pts], fill=c_out)
+    if c_in is not None:
+        pts = np.concatenate([leaf.pt(ts[2:-2], s + 0.45*wd*prof[2:-2]), leaf.pt(ts[2:-2][::-1], s - 0.45*wd*prof[2:-2][::-1])])
+        d.polygon([tuple(q) for q in pts], fill=c_in)
+
+def _dot(d, xy, r, col): d.ellipse([xy[0]-r, xy[1]-r, xy[0]+r, xy[1]+r], fill=col)
+
+def _disease(rng, d, leaves, disease:str, W:int, H:int):
+    "Draw `disease`'s pattern on `leaves` (the lesion colours come from the shared palette)."
+    c1, c2 = _col(rng, disease=disease), _col(rng, disease=disease)
+    hit = leaves
+    if disease == 'brown_spot':  # many small round spots with a darker rim, scattered
+        for l in hit:
+            for _ in range(rng.integers(4, 8)):
+                t, s = rng.uniform(0.1, 0.8), rng.uniform(-0.4, 0.4); r = l.half(t)*rng.uniform(0.35, 0.5)
+                xy = l.pt(t, s); _dot(d, xy, r, c1); _dot(d, xy, r*0.5, c2)
+    elif disease == 'blast':  # a few spindles (diamond-shaped), pale centre, dark border
+        for l in hit:
+            for _ in range(rng.integers(1, 4)):
+                _spindle(d, l, rng.uniform(0.2, 0.8), rng.uniform(-0.2, 0.2), rng.uniform(0.16, 0.26), rng.uniform(0.55, 0.75), c1, c2)
+    elif disease == 'bacterial_leaf_streak':  # thin long streaks between the veins
+        for l in hit:
+            for _ in range(rng.integers(2, 5)):
+                t, s = rng.uniform(0.15, 0.7), rng.uniform(-0.6, 0.6); ln = rng.uniform(0.15, 0.3)
+                d.line([tuple(q) for q in l.pt(np.linspace(t, t+ln, 6), np.full(6, s))], fill=c1, width=max(1, int(l.w*0.3)))
+    elif disease == 'bacterial_leaf_blight':  # a band from the tip down one margin, with a wavy edge
+        for l in hit:
+            t0 = rng.uniform(0.15, 0.4); side = rng.choice([-1, 1]); t = np.linspace(t0, 1, 12)
+            edge = side*(1 - 2.2*(t - t0)/(1 - t0)*rng.uniform(0.8, 1.0)) + 0.15*np.sin(t*40)
+            edge = np.clip(edge, -1, 1)
+            pts = np.concatenate([l.pt(t, np.full(12, float(side))), l.pt(t[::-1], edge[::-1])])
+            d.polygon([tuple(q) for q in pts], fill=c1)
+    elif disease == 'tungro':  # the upper part of the blades discoloured, darker towards the tip
+        for l in hit:
+            t0 = rng.uniform(0.2, 0.45)
+            for k, (a, b) in enumerate(zip(np.linspace(t0, 1, 5)[:-1], np.linspace(t0, 1, 5)[1:])):
+                f = 0.2 + 0.7*(k+1)/5; base = np.array(l.col, float)
+                d.polygon(l.region(a, b), fill=tuple(int(v) for v in (1-f)*base + f*np.array(c1)))
+    elif disease == 'dead_heart':  # the central shoot dried up: a narrow upright blade, one colour, base to tip
+        x = W*rng.uniform(0.35, 0.65)
+        l = _Leaf((x, H*1.05), (x + W*rng.uniform(-0.05, 0.05), H*0.6), (x + W*rng.uniform(-0.1, 0.1), H*rng.uniform(0.1, 0.3)), W*0.055)
+        d.polygon(l.region(0, 1), fill=c1)
+        d.line([tuple(q) for q in l.centre(np.linspace(0, 0.95, 10))], fill=c2, width=max(1, int(W*0.02)))
+    elif disease == 'downy_mildew':  # a patch of fine pale speckles
+        for l in hit:
+            t0 = rng.uniform(0.15, 0.6); ln = rng.uniform(0.2, 0.35)
+            for _ in range(rng.integers(30, 50)):
+                t = rng.uniform(t0, t0+ln); _dot(d, l.pt(t, rng.uniform(-0.9, 0.9)), max(0.6, l.half(t)*0.15), c1)
+    elif disease == 'hispa':  # many short scratches along the blade, and a few dark beetles
+        for l in hit:
+            for _ in range(rng.integers(6, 11)):
+                t, s = rng.uniform(0.1, 0.9), rng.uniform(-0.6, 0.6); ln = rng.uniform(0.04, 0.08)
+                d.line([tuple(q) for q in l.pt([t, t+ln], [s, s])], fill=c1, width=max(1, int(l.w*0.3)))
+            for _ in range(rng.integers(0, 3)): _dot(d, l.pt(rng.uniform(0.1, 0.9), 0), l.w*0.22, _col(rng, (40, 35, 30)))
+
+def _panicle(rng, d, W, H, grain, sick=None):
+    "A drooping panicle near the top: grains along a curved stem; `sick`: the colour of the discoloured (blighted) grains."
+    x0, y0 = W*rng.uniform(0.25, 0.75), H*rng.uniform(0.15, 0.35); dx = W*rng.uniform(-0.25, 0.25)
+    stem = _Leaf((x0, y0), (x0 + dx*0.5, y0 - H*0.05), (x0 + dx, y0 + H*rng.uniform(0.2, 0.35)), W*0.004)
+    d.line([tuple(q) for q in stem.centre(np.linspace(0, 1, 10))], fill=_col(rng, (120, 130, 60)), width=max(1, int(W*0.008)))
+    for t in np.linspace(0.1, 1, rng.integers(8, 14)):
+        for side in (-1, 1):
+            xy = stem.centre(t) + side*W*0.04*stem.normal(t); r = W*0.03
+            d.ellipse([xy[0]-r*0.7, xy[1]-r, xy[0]+r*0.7, xy[1]+r], fill=grain if sick is None or rng.random() < 0.15 else sick)
+            if sick is not None and rng.random() < 0.6: d.ellipse([xy[0]-r*0.35, xy[1], xy[0]+r*0.35, xy[1]+r], fill=_col(rng, (70, 45, 30)))
+
+def _background(rng, W, H):
+    "Soil, water or sky: a random colour, a gradient and low-frequency mottling."
+    c = np.array(_col(rng, [(110,90,60), (90,110,120), (150,170,190), (70,80,50), (130,120,100)][rng.integers(5)], 25), float)
+    low = rng.normal(0, 20, (4, 3, 1)) + rng.normal(0, 6, (4, 3, 3)); g = np.linspace(-1, 1, H)[:, None, None]*rng.normal(0, 12, 3)
+    low = np.asarray(Image.fromarray(np.clip(low + 128, 0, 255).astype(np.uint8)).resize((W, H), Image.BICUBIC), float) - 128
+    return Image.fromarray(np.clip(c + low + g, 0, 255).astype(np.uint8))
+
+def _render(rng, disease:str, variety:int, size)->Image.Image:
+    "One photo: background, the variety's plant, the disease's pattern, then pose, scale, lighting, blur and noise."
+    w, h = size; k = max(1, int(np.ceil(240/w))); W, H = w*k, h*k  # drawn larger, then shrunk (anti-aliasing)
+    img = _background(rng, W, H); d = ImageDraw.Draw(img)
+    leaves = []
+    for _ in range(rng.integers(*_n_leaves[variety])):
+        x0 = W*rng.uniform(0.15, 0.85); x2 = x0 + W*rng.uniform(-0.45, 0.45); y2 = H*rng.uniform(-0.05, 0.35)
+        l = _Leaf((x0, H*1.05), (x0 + (x2-x0)*rng.uniform(0, 0.5), H*rng.uniform(0.4, 0.7)), (x2, y2), W*_leaf_w[variety]*rng.uniform(0.8, 1.2))
+        l.col = _col(rng, _leaf_rgb[variety]*rng.uniform(0.85, 1.15), 10); l.draw(d, l.col); leaves.append(l)
+    if disease == 'bacterial_panicle_blight': _panicle(rng, d, W, H, _col(rng, (200, 190, 110)), _col(rng, disease=disease))
+    elif rng.random() < 0.08: _panicle(rng, d, W, H, _col(rng, (200, 190, 110)))
+    if disease != 'normal': _disease(rng, d, leaves, disease, W, H)
+    for _ in range(rng.integers(0, 4)): _dot(d, (rng.uniform(0, W), rng.uniform(0, H)), W*rng.uniform(0.004, 0.01), _col(rng, [(90, 70, 50), (220, 225, 230)][rng.integers(2)], 15))  # dirt, dew
+    if rng.random() < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    img = img.rotate(rng.uniform(-20, 20), resample=Image.BILINEAR, expand=False, fillcolor=_col(rng, (90, 90, 70), 30))
+    z = rng.uniform(0.7, 0.9); cw, ch = W*z, H*z; x, y = rng.uniform(0, W-cw), rng.uniform(0, H-ch)
+    img = img.resize((w, h), Image.BILINEAR, box=(x, y, x+cw, y+ch))
+    a = np.asarray(img, np.float32)*rng.uniform(0.75, 1.2)*rng.normal(1, 0.05, 3) + rng.normal(0, rng.uniform(2, 8), (h, w, 3))
+    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if rng.random() < 0.4: img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)*w/96))
     return img
 
-def _lesions(rng, img:Image.Image, disease:int):
-    "Draw the disease's lesions at random places and sizes."
-    if _lesion_rgb[disease] is None: return img
-    w, h = img.size
-    d = ImageDraw.Draw(img)
-    col = tuple(int(np.clip(c * rng.uniform(0.85, 1.15), 0, 255)) for c in _lesion_rgb[disease])
-    shape = _lesion_shape[disease]
-    for _ in range(rng.integers(6, 10)):
-        s = w * rng.uniform(0.08, 0.14)
-        x, y = rng.uniform(0.1*w, 0.9*w), rng.uniform(0.1*h, 0.9*h)
-        if shape == 'streak': d.rectangle([x - s/3, y - 3*s, x + s/3, y + 3*s], fill=col)
-        elif shape == 'blob': d.ellipse([x - 1.6*s, y - s, x + 1.6*s, y + s], fill=col)
-        elif shape == 'diamond': d.polygon([(x, y - 1.8*s), (x + s, y), (x, y + 1.8*s), (x - s, y)], fill=col)
-        elif shape == 'spot': d.ellipse([x - s/1.5, y - s/1.5, x + s/1.5, y + s/1.5], fill=col)
-        elif shape == 'ring': d.ellipse([x - s, y - s, x + s, y + s], outline=col, width=max(2, int(s/3)))
-    return img
 
-def _render(rng, disease:int, variety:int, size)->Image.Image:
-    "One synthetic photo: leaf, lesions, a random rotation, blur and sensor noise."
-    w, h = size
-    img = _lesions(rng, _leaf(rng, variety, w, h), disease)
-    img = img.rotate(rng.uniform(-20, 20), resample=Image.BILINEAR, fillcolor=tuple(int(c*0.5) for c in _leaf_rgb[variety]))
-    if rng.random() < 0.5: img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
-    a = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(3, 12), (h, w, 3))
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+# %% ../nbs/ref/01_synth.ipynb
+def _check_size(size):
+    ok = isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) and s >= 16 for s in size)
+    if not ok: raise ValueError(f"size must be (width, height), two integers >= 16 (the real data's is (480, 640)), got {size!r}")
+    return tuple(int(s) for s in size)
+
+def _counts(n, freqs):
+    "`n` split in proportion to `freqs`, at least one each (largest remainder)."
+    f = np.asarray(freqs, float); x = n*f/f.sum()
+    c = np.floor(x).astype(int); c[np.argsort(-(x % 1), kind='stable')[:n - c.sum()]] += 1
+    for i in np.flatnonzero(c == 0): c[c.argmax()] -= 1; c[i] = 1  # every class present, taken from the largest
+    return c
+
 
 # %% ../nbs/ref/01_synth.ipynb
 def synth_paddy(path, # folder to create (the competition folder: `train_images/`, `test_images/`, CSVs)
-                n_per_class:int=125, # training images per disease
-                n_test:int=100, # test images
+                n_per_class:int=125, # training images per disease on average: `10*n_per_class` in all, in the real competition's proportions
+                n_test:int=100, # test images (diseases drawn in the same proportions)
                 size=(96, 128), # image size as PIL gives it, (width, height): the real data's is (480, 640)
                 seed:int=0, # the same seed writes the same files
-                quality:int=90, # JPEG quality
+                quality:int=90, # the best JPEG quality; each image is saved at a random quality from `quality-35` to `quality`
                 solution:bool=False, # also write `solution.csv` with the test labels (not part of Kaggle's layout)
                )->Path: # `path`
-    "Write a Paddy Doctor-shaped dataset whose images encode disease and variety independently (the defaults: the lesson's CPU set)."
+    "Write a Paddy Doctor-shaped dataset: diseases told apart by the pattern of their lesions, varieties by the plant, variety depending on disease."
     path = Path(path)
     if n_per_class < 1 or n_test < 0: raise ValueError(f"n_per_class must be >= 1 and n_test >= 0, got {n_per_class} and {n_test}")
+    size = _check_size(size)
+    if not 30 <= quality <= 100: raise ValueError(f"quality must be a JPEG quality between 30 and 100, got {quality}")
     if (path/'train.csv').exists(): raise FileExistsError(f"{path} already holds a dataset (train.csv); choose an empty folder")
     rng = np.random.default_rng(seed)
     n = n_per_class * len(diseases)
-    dis = np.repeat(np.arange(len(diseases)), n_per_class)
-    var = rng.permutation(np.resize(np.arange(len(varieties)), n))  # balanced, and independent of disease
-    ages = rng.choice(np.arange(45, 83), n)
+    pdis = _pjoint.sum(1)
+    dis = np.repeat(np.arange(len(diseases)), _counts(n, pdis))
+    def variety(dz): return rng.choice(len(varieties), p=_pjoint[dz]/_pjoint[dz].sum())
     ids = 100000 + rng.permutation(n * 3)[:n]
     rows = []
-    for i, dz, vr, age in zip(ids, dis, var, ages):
-        fn = path/'train_images'/diseases[dz]/f'{i}.jpg'
-        fn.parent.mkdir(parents=True, exist_ok=True)
-        _render(rng, dz, vr, size).save(fn, quality=quality)
-        rows.append((fn.name, diseases[dz], varieties[vr], int(age)))
     for dz in diseases: (path/'train_images'/dz).mkdir(parents=True, exist_ok=True)
+    for i, dz in zip(ids, dis):
+        vr = variety(dz); age = int(rng.integers(45, 83))
+        fn = path/'train_images'/diseases[dz]/f'{i}.jpg'
+        _render(rng, diseases[dz], vr, size).save(fn, quality=int(rng.integers(max(30, quality-35), quality+1)))
+        rows.append((fn.name, diseases[dz], varieties[vr], age))
     pd.DataFrame(rows, columns=['image_id', 'label', 'variety', 'age']).to_csv(path/'train.csv', index=False)
     (path/'test_images').mkdir(parents=True, exist_ok=True)
-    tst = [(200001 + i, rng.integers(len(diseases)), rng.integers(len(varieties))) for i in range(n_test)]
-    for i, dz, vr in tst: _render(rng, dz, vr, size).save(path/'test_images'/f'{i}.jpg', quality=quality)
+    tst = []
+    for i in range(n_test):
+        dz = rng.choice(len(diseases), p=pdis); vr = variety(dz); tst.append((200001 + i, dz, vr))
+        _render(rng, diseases[dz], vr, size).save(path/'test_images'/f'{200001+i}.jpg', quality=int(rng.integers(max(30, quality-35), quality+1)))
     ids = [f'{i}.jpg' for i, _, _ in tst]
     pd.DataFrame({'image_id': ids, 'label': 'normal'}).to_csv(path/'sample_submission.csv', index=False)
     if solution: pd.DataFrame({'image_id': ids, 'label': [diseases[d] for _, d, _ in tst], 'variety': [varieties[v] for _, _, v in tst]}).to_csv(path/'solution.csv', index=False)
     return path
 
 # %% ../nbs/ref/01_synth.ipynb
-def cached_synth(dest=None, # the folder; default `<fastai data>/paddy-synth-<hash of the arguments and of this module>`
+def cached_synth(dest=None, # the folder; default `<fastai data>/paddy-synth-v2-<hash of the arguments and of this module>`
                  **kwargs, # passed to `synth_paddy` (default: its defaults, the lesson's CPU set)
                 )->Path: # a folder holding the set
     "`synth_paddy(dest, **kwargs)` written once (atomically) and reused afterwards."
     import hashlib, json, os, shutil, tempfile
     if dest is None:
         key = json.dumps(sorted(kwargs.items()), default=str).encode() + Path(__file__).read_bytes()
-        dest = fastai_data_path()/f"paddy-synth-{hashlib.md5(key).hexdigest()[:10]}"
+        dest = fastai_data_path()/f"paddy-synth-v2-{hashlib.md5(key).hexdigest()[:10]}"  # v2: the spatial patterns (a v1 set is not reused)
     dest = Path(dest)
     if (dest/'train.csv').is_file(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ from .memory import *  # auto_accum: see ref/04_memory
 
 # %% auto 0
 __all__ = ['PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss', 'StopOnNaN', 'train',
-           'lesson_cfg']
+           'lesson_cfg', 'majority_error', 'colour_histogram', 'tiny_pixels', 'linear_error', 'valid_error',
+           'seed_runs', 'seed_table', 'beats']
 
 # %% ../nbs/04_train.ipynb
 @dataclass
@@ -234,5 +235,85 @@ def lesson_cfg(scale:str|None=None, # 'full', 'cpu' or 'tiny'; default `paddy_sc
     "The lesson's training configuration at `scale`: convnext_small on a GPU, a small ResNet from scratch on a CPU."
     from fastai.vision.augment import Resize
     return by_scale(full=dict(arch='convnext_small.fb_in22k', size=128, item_tfms=None, epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True),
-                    cpu=dict(arch='resnet10t', size=48, item_tfms=Resize(64, method='squish'), epochs=6, bs=32, lr=0.01, pretrained=False, finetune=False),
+                    cpu=dict(arch='tf_efficientnet_lite0', size=96, item_tfms=Resize(96, method='squish'), epochs=4, bs=32, lr=0.01, pretrained=True, finetune=False),
                     tiny=dict(arch='test_resnet', size=32, item_tfms=None, epochs=1, bs=16, lr=0.01, pretrained=False, finetune=False), scale=scale)
+
+# %% ../nbs/04_train.ipynb
+import time
+import numpy as np, pandas as pd
+from PIL import Image
+
+def _disease(fn)->str: return Path(fn).parent.name  # Kaggle's layout: train_images/<disease>/<image_id>.jpg
+
+def majority_error(dls)->float:
+    "Validation error of always answering the most frequent disease of the training set: the floor every model must clear."
+    top = pd.Series([_disease(f) for f in dls.train_ds.items]).mode()[0]
+    return float(np.mean([_disease(f) != top for f in dls.valid_ds.items]))
+
+def colour_histogram(fn, # an image file
+                     bins:int=8, # bins per channel: `bins**3` colours
+                    )->np.ndarray: # the share of the image's pixels in each colour bin
+    "What colours the image holds, not where: a shape-blind summary."
+    im = Image.open(fn).convert('RGB'); im.thumbnail((160, 160))
+    a = np.asarray(im).reshape(-1, 3)//(256//bins)
+    return np.bincount((a[:, 0]*bins + a[:, 1])*bins + a[:, 2], minlength=bins**3)/len(a)
+
+def tiny_pixels(fn, # an image file
+                n:int=16, # side of the thumbnail
+               )->np.ndarray: # its `n*n*3` pixel values in [0, 1]
+    "The image shrunk to `n`x`n` raw pixels: colour and a coarse layout."
+    return np.asarray(Image.open(fn).convert('RGB').resize((n, n), Image.BILINEAR), np.float32).ravel()/255
+
+def linear_error(dls, # `paddy_dls` loaders: their training and validation images
+                 features=colour_histogram, # image file -> feature vector
+                 Cs=(0.001, 0.01, 0.1, 1.), # inverse regularisation strengths tried
+                )->float: # the best validation error among `Cs` (chosen on the validation set itself: optimistic)
+    "Validation error of scikit-learn's logistic regression on `features` of each image: a baseline with no convolution at all."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    X = [np.stack([features(f) for f in ds.items]) for ds in (dls.train_ds, dls.valid_ds)]
+    y = [np.array([_disease(f) for f in ds.items]) for ds in (dls.train_ds, dls.valid_ds)]
+    sc = StandardScaler().fit(X[0]); X = [sc.transform(x) for x in X]
+    return float(min((LogisticRegression(C=C, max_iter=3000).fit(X[0], y[0]).predict(X[1]) != y[1]).mean() for C in Cs))
+
+# %% ../nbs/04_train.ipynb
+def valid_error(learn, tta:bool=False)->float:
+    "Disease error of `learn` on its validation set, from `get_preds` or from fastai's `tta` (4 augmented passes and the plain one, blended)."
+    probs, targs = learn.tta(dl=learn.dls.valid) if tta else learn.get_preds(dl=learn.dls.valid)
+    if isinstance(probs, (list, tuple)): probs, targs = probs[0], targs[0]  # two heads: the disease is the first
+    return float((probs.argmax(1) != targs).float().mean())
+
+# %% ../nbs/04_train.ipynb
+def seed_runs(configs:dict, # {name: `train` keyword arguments}, e.g. {'pretrained': lesson_cfg(), 'from scratch': ...}
+              path, # the competition folder
+              seeds=(1, 2), # each config is trained once per seed: the seed draws the validation split and the training's randomness
+              tta:bool=False, # also the validation error with `tta`
+              keep_probs:bool=False, # also keep each run's validation probabilities (to ensemble them)
+             )->pd.DataFrame: # a row per run: config, seed, error (error_tta), CPU seconds (probs, targs)
+    "Train every config of `configs` once per seed, quietly, and collect the validation errors: the lesson's experiments."
+    rows = []
+    for name, kw in configs.items():
+        for seed in seeds:
+            t = time.process_time()
+            _, learn = train(**(dict(n_tta=0, show=False) | kw), path=path, seed=seed, return_learner=True)
+            row = dict(config=name, seed=seed, error=valid_error(learn))
+            if tta: row['error_tta'] = valid_error(learn, tta=True)
+            if keep_probs: row['probs'], row['targs'] = learn.get_preds(dl=learn.dls.valid)
+            rows.append(row | dict(cpu_s=time.process_time() - t))
+    return pd.DataFrame(rows)
+
+def seed_table(runs:pd.DataFrame, # from `seed_runs`
+               col:str='error', # which figure
+              )->pd.DataFrame: # a row per config: the figure per seed, their mean and spread (max - min)
+    "The runs of `seed_runs` side by side, one column per seed."
+    t = runs.pivot(index='config', columns='seed', values=col).rename(columns=lambda s: f'seed {s}')
+    return t.assign(mean=t.mean(1), spread=t.max(1) - t.min(1)).loc[runs.config.unique()]
+
+def beats(a, # errors of the first setting, one per seed
+          b, # errors of the second, one per seed
+          what:str='A beats B', # the claim, as the lesson would state it
+         )->str: # the finding, or that it did not show
+    "A claim stated only when it holds beyond the seed spread: every seed of `a` is below every seed of `b`."
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    figs = f"{a.min():.3f}-{a.max():.3f} vs {b.min():.3f}-{b.max():.3f} over {len(a)} seeds"
+    return f"{what}: {figs}" if a.max() < b.min() else f"did not show here ({what.lower()} needs every seed below the other's): {figs}"
