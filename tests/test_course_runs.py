@@ -98,6 +98,13 @@ def test_no_workers_on_a_cpu(monkeypatch, paddy):
     for f in (paddy_dls, train): assert inspect.signature(f).parameters['num_workers'].default is None  # so both choose
 
 
+def test_worker_processes_load_both_targets(paddy):
+    "What a GPU run does with fastai's default workers, here with 2 on the CPU: `get_variety` and the transforms work in worker processes."
+    dls = paddy_dls(paddy, size=32, bs=4, num_workers=2, multi_target=True)
+    x, d, v = dls.one_batch()
+    assert dls.train.fake_l.num_workers == 2 and x.shape == (4, 3, 32, 32) and d.shape == v.shape == (4,)
+
+
 # -- part 2's resize_images step
 
 @pytest.fixture
