@@ -17,10 +17,10 @@ from .hub import pretrained_kwargs
 from accelerate.utils import release_memory
 
 # %% auto 0
-__all__ = ['lesson_res', 'lesson_models', 'course_names', 'model_weights', 'ensemble_names', 'member_files', 'named_ensemble',
-           'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission', 'member_name',
-           'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member', 'load_members',
-           'predict_members']
+__all__ = ['lesson_res', 'lesson_models', 'course_names', 'model_weights', 'part3_train', 'ensemble_names', 'member_files',
+           'named_ensemble', 'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission',
+           'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member',
+           'load_members', 'predict_members']
 
 # %% ../nbs/05_ensemble.ipynb
 lesson_res = 640, 480
@@ -35,6 +35,9 @@ course_names = {'convnext_large_in22k': 'convnext_large.fb_in22k', 'vit_large_pa
                 'swinv2_large_window12_192_22k': 'swinv2_large_window12_192.ms_in22k', 'swin_large_patch4_window7_224': 'swin_large_patch4_window7_224.ms_in22k_ft_in1k'}
 # the course counts the vit predictions twice ("it was the best model"); here that is a weight
 model_weights = {'vit_large_patch16_224.augreg_in21k_ft_in1k': 2}
+# how part 3 trains every member: its `train(arch, size, item=item, accum=2)`, i.e. `fine_tune(12, 0.01)`, batches of 64//2 with
+# `GradientAccumulation` (64 samples a step), TTA on the test images; `train_ensemble(path, lesson_models, vary_seed=True, **part3_train)`
+part3_train = dict(accum=2, epochs=12, lr=0.01, bs=64, pretrained=True, finetune=True, n_tta=4)
 
 # %% ../nbs/05_ensemble.ipynb
 def named_ensemble(name:str, # 'lesson', 'small' or 'tiny'

@@ -24,8 +24,8 @@ from fastai.vision.data import ImageBlock
 
 # %% auto 0
 __all__ = ['paddy_scales', 'tiny_synth', 'paddy_subsets', 'paddy_scale', 'by_scale', 'paddy_path', 'real_paddy', 'paddy_subset',
-           'lesson_path', 'submission_path', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_dls',
-           'paddy_test_dl']
+           'lesson_path', 'submission_path', 'get_variety', 'paddy_item_tfms', 'paddy_block', 'paddy_workers',
+           'paddy_dls', 'paddy_test_dl', 'resize_paddy']
 
 # %% ../nbs/02_paddy_data.ipynb
 paddy_scales = ('full', 'cpu', 'tiny')
@@ -181,6 +181,16 @@ def paddy_block(report:PaddyReport, # from `check_paddy`: the vocabularies
                      batch_tfms=ifnone(batch_tfms, aug_transforms(size=size, min_scale=min_scale)))
 
 # %% ../nbs/02_paddy_data.ipynb
+def paddy_workers(num_workers:int|None=None, # a number of worker processes, kept as given; None: choose
+                 )->int:
+    "`num_workers` if given; else fastai's default (`min(16, defaults.cpus)`, as `DataBlock.dataloaders` picks) with a CUDA GPU, and 0 without one."
+    if num_workers is not None: return num_workers
+    import torch
+    from fastai.torch_core import defaults
+    # on a CPU the model's own threads already use every core: worker processes would compete with training for them, and add
+    # a forked copy of the process each, and their start-up on every epoch, to the lesson's short runs; on a GPU they decode JPEGs while it trains
+    return min(16, defaults.cpus) if torch.cuda.is_available() else 0
+
 def paddy_dls(path, # the competition folder (real or synthetic)
               size=128, # final image size: an int or (height, width)
               item_tfms=None, # default `paddy_item_tfms(size)`
@@ -188,7 +198,7 @@ def paddy_dls(path, # the competition folder (real or synthetic)
               seed:int=42, # seed of the train/valid split: keep it fixed across the models of an ensemble
               multi_target:bool=False, # targets (disease, variety) instead of disease
               valid_pct:float=0.2, # share of images in the validation set
-              num_workers:int=0, # DataLoader worker processes
+              num_workers:int|None=None, # DataLoader worker processes; default `paddy_workers()`: fastai's default with a CUDA GPU, 0 without one
               min_scale:float=0.75, # smallest crop `aug_transforms` takes
               check=True, # True: `check_paddy` first; a `PaddyReport` to reuse (an ensemble checks the folder once); False: trust the folder
               bad_images:str='skip', # unreadable training images: 'skip' (one line each) or 'raise', as in `check_paddy`
@@ -206,7 +216,7 @@ def paddy_dls(path, # the competition folder (real or synthetic)
     if n_train < bs:  # fastai drops the last partial training batch: there would be no batch at all, and `nan` losses
         print(f"paddy_dls: only {n_train} training images, fewer than bs={bs}: using batches of {n_train}", file=sys.stderr)
         bs = n_train
-    dls = db.dataloaders(report.train_files, bs=bs, num_workers=num_workers, **kwargs)
+    dls = db.dataloaders(report.train_files, bs=bs, num_workers=paddy_workers(num_workers), **kwargs)
     dls.report = report
     return dls
 
@@ -216,3 +226,36 @@ def paddy_test_dl(dls, # the `DataLoaders` a model was trained on
                  ):
     "A test `DataLoader` over `get_test_files(path)`, in that (sorted) order."
     return dls.test_dl(get_test_files(path), **kwargs)
+
+# %% ../nbs/02_paddy_data.ipynb
+def resize_paddy(path, # the competition folder (real or synthetic)
+                 max_size:int=256, # longest side of the copies, in pixels (part 2's `max_size=256`); smaller images are copied as they are
+                 dest=None, # default: `paddy-<max_size>px-<hash of path>` in fastai's data folder
+                 max_workers:int|None=None, # processes `resize_images` uses; default fastai's (`defaults.cpus`)
+                )->Path: # a competition folder in Kaggle's layout: `train_images/<disease>/`, `test_images/`, `train.csv`, `sample_submission.csv`
+    "A copy of competition folder `path` whose images fastai's `resize_images` shrank to `max_size`, made once and reused."
+    import hashlib, shutil, tempfile
+    from fastai.vision.utils import resize_images
+    path = Path(path).resolve()
+    if not (path/'train.csv').is_file(): raise FileNotFoundError(f"{path} is not a Paddy Doctor folder: it has no train.csv")
+    dest = Path(dest) if dest is not None else fastai_data_path()/f"paddy-{max_size}px-{hashlib.md5(f'{path}|{max_size}'.encode()).hexdigest()[:10]}"
+    if (dest/'train.csv').is_file(): return dest
+    if dest.exists() and any(dest.iterdir()): raise FileExistsError(f"{dest} exists and is not a finished copy (no train.csv): remove it, or pass another dest")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
+    kw = {} if max_workers is None else dict(max_workers=max_workers)
+    try:
+        for d in ('train_images', 'test_images'):
+            if (path/d).is_dir(): resize_images(path/d, dest=tmp/d, max_size=max_size, recurse=True, **kw)
+        trn = pd.read_csv(path/'train.csv', dtype=str)
+        ok = [(tmp/'train_images'/l/i).is_file() for i, l in trn[['image_id', 'label']].values]  # `resize_images` skips unreadable images
+        if not all(ok): print(f"resize_paddy: {len(ok) - sum(ok)} unreadable training image(s) of {path} left out of the copy and its train.csv", file=sys.stderr)
+        trn[ok].to_csv(tmp/'train.csv', index=False)
+        for f in ('sample_submission.csv', 'solution.csv'):  # `solution.csv`: the synthetic set's test labels, not part of Kaggle's layout
+            if (path/f).is_file(): shutil.copy2(path/f, tmp/f)
+        try: os.replace(tmp, dest)  # whole, at once (onto nothing, or an empty folder)
+        except OSError:
+            if not (dest/'train.csv').is_file(): raise  # else another process made it meanwhile
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    return dest

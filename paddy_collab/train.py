@@ -22,6 +22,7 @@ from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
+from fastai.vision.augment import Resize
 from .paddy_data import *
 from .paddy_checks import check_paddy
 from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/05_heads
@@ -29,9 +30,9 @@ from .hub import *  # pretrained_kwargs: see ref/03_hub
 from .memory import *  # auto_accum: see ref/04_memory
 
 # %% auto 0
-__all__ = ['PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss', 'StopOnNaN', 'train',
-           'lesson_cfg', 'majority_error', 'colour_histogram', 'tiny_pixels', 'linear_error', 'valid_error',
-           'seed_runs', 'seed_table', 'beats']
+__all__ = ['course_runs', 'PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss',
+           'StopOnNaN', 'train', 'lesson_cfg', 'majority_error', 'colour_histogram', 'tiny_pixels', 'linear_error',
+           'valid_error', 'seed_runs', 'seed_table', 'beats']
 
 # %% ../nbs/04_train.ipynb
 @dataclass
@@ -203,7 +204,7 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
           bs:int=64, # effective batch size: samples per optimizer step
           n_tta:int=4, # augmented passes for `tta`; 0: plain predictions
           precision:str='auto', # see `set_precision`
-          num_workers:int=0, # DataLoader worker processes
+          num_workers:int|None=None, # DataLoader worker processes; default `paddy_workers()`: fastai's default with a CUDA GPU, 0 without one
           check=True, # passed to `paddy_dls`: a `PaddyReport` lets an ensemble check the folder once
           return_learner:bool=False, # also return the trained `Learner`
           cbs=None, # extra callbacks
@@ -230,11 +231,22 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
     return (res, learn) if return_learner else res
 
 # %% ../nbs/04_train.ipynb
+# the course's runs, by name: `train`'s arguments for each (course22's timm 0.6 names are in the comments)
+course_runs = dict(
+    # "Road to the Top, part 2", its last run: 'convnext_small_in22k', 12 epochs, TTA; the submission scored 0.9827
+    part2_best=dict(arch='convnext_small.fb_in22k', size=(256, 192), item_tfms=Resize((480, 360), method='pad', pad_mode='zeros'),
+                    epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True, n_tta=4),
+    # "Road to the Top, part 4": disease and variety, `fine_tune(5, 0.01)`, no TTA (`multi_target=False` gives part 4's disease-only model)
+    part4_multitarget=dict(arch='convnext_small.fb_in22k', size=128, item_tfms=Resize(192, method='squish'),
+                           epochs=5, bs=64, lr=0.01, pretrained=True, finetune=True, n_tta=0, multi_target=True),
+)
+
+# %% ../nbs/04_train.ipynb
 def lesson_cfg(scale:str|None=None, # 'full', 'cpu' or 'tiny'; default `paddy_scale()`
               )->dict: # `train`'s arguments: arch, size, item_tfms, epochs, bs, lr, pretrained, finetune
-    "The lesson's training configuration at `scale`: convnext_small on a GPU, a small ResNet from scratch on a CPU."
+    "The lesson's training configuration at `scale`: part 2's best convnext_small on a GPU, tf_efficientnet_lite0 from its ImageNet weights on a CPU."
     from fastai.vision.augment import Resize
-    return by_scale(full=dict(arch='convnext_small.fb_in22k', size=128, item_tfms=None, epochs=12, bs=64, lr=0.01, pretrained=True, finetune=True),
+    return by_scale(full=dict(course_runs['part2_best']),
                     cpu=dict(arch='tf_efficientnet_lite0', size=96, item_tfms=Resize(96, method='squish'), epochs=4, bs=32, lr=0.01, pretrained=True, finetune=False),
                     tiny=dict(arch='test_resnet', size=32, item_tfms=None, epochs=1, bs=16, lr=0.01, pretrained=False, finetune=False), scale=scale)
 
