@@ -18,9 +18,9 @@ from accelerate.utils import release_memory
 
 # %% auto 0
 __all__ = ['lesson_res', 'lesson_models', 'course_names', 'model_weights', 'part3_train', 'ensemble_names', 'member_files',
-           'named_ensemble', 'check_compatible', 'ensemble', 'save_preds', 'load_preds', 'write_submission',
-           'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member',
-           'load_members', 'predict_members']
+           'named_ensemble', 'check_compatible', 'ensemble', 'valid_predset', 'pset_error', 'members_vs_ensemble',
+           'save_preds', 'load_preds', 'write_submission', 'member_name', 'check_members', 'train_ensemble',
+           'plan_members', 'plot_confusion', 'save_member', 'load_members', 'predict_members']
 
 # %% ../nbs/05_ensemble.ipynb
 lesson_res = 640, 480
@@ -90,6 +90,38 @@ def ensemble(psets, # `PredSet`s with the same heads, classes and test files
     probs = [sum(wi*p.probs[h] for wi, p in zip(w, psets)) for h in range(len(psets[0].heads))]
     meta = dict(members=[p.meta for p in psets], weights=w.tolist())
     return PredSet(probs, psets[0].vocabs, psets[0].files, psets[0].heads, meta)
+
+# %% ../nbs/05_ensemble.ipynb
+def valid_predset(learn, # a trained Paddy `Learner` (one head or two)
+                  **meta, # kept in `meta` (arch, seed, name, ...)
+                 )->PredSet: # its probabilities on its own validation images; `meta['truth']`: their true labels, a list per head
+    "What `learn` predicts for its validation images, as a `PredSet`, so that members trained on the same split ensemble on them."
+    probs, targs = learn.get_preds(dl=learn.dls.valid)
+    multi = isinstance(probs, (list, tuple))
+    vocabs, probs, targs = (list(learn.dls.vocab), list(probs), list(targs)) if multi else ([learn.dls.vocab], [probs], [targs])
+    truth = [[str(v[int(t)]) for t in ts] for v, ts in zip(vocabs, targs)]
+    return PredSet(probs, vocabs, [Path(f).name for f in learn.dls.valid_ds.items], ['disease', 'variety'][:len(probs)] if multi else ['disease'],
+                   meta | dict(truth=truth))
+
+def pset_error(preds:PredSet, # predictions
+               truth, # the true labels: a list in `preds.files`' order, or a dict {file: label}
+               head='disease', # which head
+              )->float: # the share of files whose most likely class is wrong
+    "Error rate of `preds` against `truth`."
+    if isinstance(truth, dict): truth = [truth[f] for f in preds.files]
+    return float(np.mean([l != t for l, t in zip(preds.labels(head), truth)]))
+
+def members_vs_ensemble(vsets, # `valid_predset`s with `meta` 'seed' and 'name'; members of one seed share its split
+                        weights=None, # as `ensemble`'s (e.g. `model_weights`)
+                       )->pd.DataFrame: # a row per member and seed, and one per seed for the ensemble: config, seed, error
+    "Each member's validation error and, per seed, the error of their weighted `ensemble` on the same images."
+    rows = []
+    for seed in dict.fromkeys(v.meta['seed'] for v in vsets):
+        vs = [v for v in vsets if v.meta['seed'] == seed]
+        truth = vs[0].meta['truth'][0]
+        rows += [dict(config=v.meta['name'], seed=seed, error=pset_error(v, truth)) for v in vs]
+        rows.append(dict(config='ensemble', seed=seed, error=pset_error(ensemble(vs, weights), truth)))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/05_ensemble.ipynb
 def save_preds(preds:PredSet, # what to save

@@ -295,7 +295,6 @@ def valid_error(learn, tta:bool=False)->float:
     if isinstance(probs, (list, tuple)): probs, targs = probs[0], targs[0]  # two heads: the disease is the first
     return float((probs.argmax(1) != targs).float().mean())
 
-# %% ../nbs/04_train.ipynb
 def seed_runs(configs:dict, # {name: `train` keyword arguments}, e.g. {'pretrained': lesson_cfg(), 'from scratch': ...}
               path, # the competition folder
               seeds=(1, 2), # each config is trained once per seed: the seed draws the validation split and the training's randomness
@@ -325,7 +324,8 @@ def beats(a, # errors of the first setting, one per seed
           b, # errors of the second, one per seed
           what:str='A beats B', # the claim, as the lesson would state it
          )->str: # the finding, or that it did not show
-    "A claim stated only when it holds beyond the seed spread: every seed of `a` is below every seed of `b`."
+    "A claim stated only when it holds beyond the seed spread: at least two seeds each, every seed of `a` below every seed of `b`."
     a, b = np.asarray(a, float), np.asarray(b, float)
     figs = f"{a.min():.3f}-{a.max():.3f} vs {b.min():.3f}-{b.max():.3f} over {len(a)} seeds"
+    if min(len(a), len(b)) < 2: return f"not measured ({what.lower()} needs at least two seeds each): {figs}"
     return f"{what}: {figs}" if a.max() < b.min() else f"did not show here ({what.lower()} needs every seed below the other's): {figs}"
