@@ -212,8 +212,13 @@ def synth_paddy(path, # folder to create (the competition folder: `train_images/
     ids = 100000 + rng.permutation(n * 3)[:n]
     rows = []
     for dz in diseases: (path/'train_images'/dz).mkdir(parents=True, exist_ok=True)
-    for i, dz in zip(ids, dis):
-        vr = variety(dz); age = int(rng.integers(45, 83))
+    vrs = np.array([variety(dz) for dz in dis])
+    for v in range(len(varieties)):  # every variety at least once, as in the real set (taken from the most common, where the disease allows it)
+        if n < len(varieties) or (vrs == v).any(): continue
+        common = np.flatnonzero(vrs == np.bincount(vrs, minlength=len(varieties)).argmax())
+        vrs[common[np.argmax(_pjoint[dis[common], v])]] = v
+    for i, dz, vr in zip(ids, dis, vrs):
+        age = int(rng.integers(45, 83))
         fn = path/'train_images'/diseases[dz]/f'{i}.jpg'
         _render(rng, diseases[dz], vr, size).save(fn, quality=int(rng.integers(max(30, quality-35), quality+1)))
         rows.append((fn.name, diseases[dz], varieties[vr], age))

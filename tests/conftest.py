@@ -43,7 +43,7 @@ PADDY_SIZES = {'tiny': dict(n_per_class=1, n_test=6, size=(32, 42)),   # one ima
                'small': dict(n_per_class=3, n_test=4, size=(48, 64)),  # a few training batches
                'full': dict(n_per_class=3, n_test=5, size=(480, 640)),  # Paddy Doctor's own image size
                'e2e': dict(n_per_class=30, n_test=40, size=(64, 85), solution=True),  # enough to learn something, with the answers
-               'claims': dict(n_per_class=40, n_test=4, size=(96, 128))}  # the lesson's CPU images, a third as many: its claims, small
+               'claims': dict(n_per_class=60, n_test=4, size=(96, 128))}  # the lesson's CPU images, half as many: its claims, small
 
 # Ratings tables by name: `lowrank_ratings`' arguments (known low-rank structure a model must recover), or MovieLens 100k.
 # A test module picks one with `pytestmark = pytest.mark.ratings('ml100k')`; the default is 'lowrank'.
