@@ -84,7 +84,7 @@ def accum_memory(path, # a Paddy Doctor folder (real or from `synth_paddy`) with
         args = dict(path=str(path), accum=accum, arch=arch, size=size, bs=bs, n_steps=n_steps)
         # a fixed mmap threshold makes glibc hand big blocks back to the OS when freed, so the peak tracks live tensors, not heap fragmentation
         env = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': '65536'}
-        res = subprocess.run([sys.executable, '-c', _child, json.dumps(args)], capture_output=True, text=True, timeout=timeout, env=env)
+        res = subprocess.run([sys.executable, '-c', _child, json.dumps(args, default=int)], capture_output=True, text=True, timeout=timeout, env=env)
         if res.returncode: raise RuntimeError(f"memory measurement for accum={accum} failed:\n{res.stderr[-2000:]}")
         r = json.loads(res.stdout.strip().splitlines()[-1])
         if r['steps'] != n_steps: raise RuntimeError(f"accum={accum}: expected {n_steps} optimizer step(s), got {r['steps']}: are there {bs*n_steps} training images?")

@@ -288,13 +288,14 @@ def linear_error(dls, # `paddy_dls` loaders: their training and validation image
     sc = StandardScaler().fit(X[0]); X = [sc.transform(x) for x in X]
     return float(min((LogisticRegression(C=C, max_iter=3000).fit(X[0], y[0]).predict(X[1]) != y[1]).mean() for C in Cs))
 
-# %% ../nbs/04_train.ipynb
 def valid_error(learn, tta:bool=False)->float:
     "Disease error of `learn` on its validation set, from `get_preds` or from fastai's `tta` (4 augmented passes and the plain one, blended)."
     probs, targs = learn.tta(dl=learn.dls.valid) if tta else learn.get_preds(dl=learn.dls.valid)
     if isinstance(probs, (list, tuple)): probs, targs = probs[0], targs[0]  # two heads: the disease is the first
     return float((probs.argmax(1) != targs).float().mean())
 
+
+# %% ../nbs/04_train.ipynb
 def seed_runs(configs:dict, # {name: `train` keyword arguments}, e.g. {'pretrained': lesson_cfg(), 'from scratch': ...}
               path, # the competition folder
               seeds=(1, 2), # each config is trained once per seed: the seed draws the validation split and the training's randomness
