@@ -96,7 +96,7 @@ def valid_predset(learn, # a trained Paddy `Learner` (one head or two)
                   **meta, # kept in `meta` (arch, seed, name, ...)
                  )->PredSet: # its probabilities on its own validation images; `meta['truth']`: their true labels, a list per head
     "What `learn` predicts for its validation images, as a `PredSet`, so that members trained on the same split ensemble on them."
-    probs, targs = learn.get_preds(dl=learn.dls.valid)
+    with learn.no_bar(): probs, targs = learn.get_preds(dl=learn.dls.valid)
     multi = isinstance(probs, (list, tuple))
     vocabs, probs, targs = (list(learn.dls.vocab), list(probs), list(targs)) if multi else ([learn.dls.vocab], [probs], [targs])
     truth = [[str(v[int(t)]) for t in ts] for v, ts in zip(vocabs, targs)]

@@ -220,8 +220,9 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
     if dls is None and check is True: check = check_paddy(path)  # the test images too, before the first epoch
     if dls is None: dls = paddy_dls(path, size=size, item_tfms=item_tfms, bs=bs_, seed=seed, multi_target=multi_target,
                                     num_workers=num_workers, check=check)
-    multi, tst_dl = hasattr(dls.vocab[0], 'o2i'), paddy_test_dl(dls, ifnone(path, dls.report.path))  # two vocabularies: two heads
+    multi = hasattr(dls.vocab[0], 'o2i')  # two vocabularies: two heads
     learn = vision_learner(dls, arch, pretrained=pretrained, cbs=acc_cbs + [StopOnNaN()] + list(ifnone(cbs, [])), **model_kw, **(_head_kwargs(dls, multi) | kwargs))
+    tst_dl = paddy_test_dl(learn.dls, ifnone(path, dls.report.path))  # after `vision_learner`, which adds a pretrained model's `Normalize` to the loaders
     prec = set_precision(learn, precision)
     with (contextlib.nullcontext() if show else learn.no_bar()), (contextlib.nullcontext() if show else learn.no_logging()):
         _fit(learn, finetune, epochs, lr)
@@ -290,7 +291,7 @@ def linear_error(dls, # `paddy_dls` loaders: their training and validation image
 
 def valid_error(learn, tta:bool=False)->float:
     "Disease error of `learn` on its validation set, from `get_preds` or from fastai's `tta` (4 augmented passes and the plain one, blended)."
-    probs, targs = learn.tta(dl=learn.dls.valid) if tta else learn.get_preds(dl=learn.dls.valid)
+    with learn.no_bar(): probs, targs = learn.tta(dl=learn.dls.valid) if tta else learn.get_preds(dl=learn.dls.valid)
     if isinstance(probs, (list, tuple)): probs, targs = probs[0], targs[0]  # two heads: the disease is the first
     return float((probs.argmax(1) != targs).float().mean())
 
@@ -310,7 +311,8 @@ def seed_runs(configs:dict, # {name: `train` keyword arguments}, e.g. {'pretrain
             _, learn = train(**(dict(n_tta=0, show=False) | kw), path=path, seed=seed, return_learner=True)
             row = dict(config=name, seed=seed, error=valid_error(learn))
             if tta: row['error_tta'] = valid_error(learn, tta=True)
-            if keep_probs: row['probs'], row['targs'] = learn.get_preds(dl=learn.dls.valid)
+            if keep_probs:
+                with learn.no_bar(): row['probs'], row['targs'] = learn.get_preds(dl=learn.dls.valid)
             rows.append(row | dict(cpu_s=time.process_time() - t))
     return pd.DataFrame(rows)
 
@@ -319,7 +321,7 @@ def seed_table(runs:pd.DataFrame, # from `seed_runs`
               )->pd.DataFrame: # a row per config: the figure per seed, their mean and spread (max - min)
     "The runs of `seed_runs` side by side, one column per seed."
     t = runs.pivot(index='config', columns='seed', values=col).rename(columns=lambda s: f'seed {s}')
-    return t.assign(mean=t.mean(1), spread=t.max(1) - t.min(1)).loc[runs.config.unique()]
+    return t.assign(mean=t.mean(axis=1), spread=t.max(axis=1) - t.min(axis=1)).loc[runs.config.unique()]
 
 def beats(a, # errors of the first setting, one per seed
           b, # errors of the second, one per seed

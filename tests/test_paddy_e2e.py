@@ -1,4 +1,4 @@
-"End to end on the synthetic Paddy set, CPU only: two small timm models from scratch, multi-target, TTA, ensemble, submission."
+"End to end on the synthetic Paddy set, CPU only: two members fine-tuned from ImageNet weights, multi-target, TTA, ensemble, submission."
 import time, resource
 import pandas as pd, pytest, torch
 from fastai.vision.augment import Resize
@@ -7,11 +7,13 @@ from paddy_collab.paddy_data import get_test_files
 from paddy_collab.train import train
 from paddy_collab.ensemble import ensemble, train_ensemble, write_submission, save_preds, load_preds
 
-# Small images keep this within the CI budget on 2 cores; the tiny timm models learn both labels from scratch.
+# Small images keep this within the CI budget on 2 cores. The synthetic diseases are patterns a model from random weights does not
+# learn from 240 images (benchmarks/results/paddy_synth.md), so the members start from the ImageNet weights a pip package ships, as
+# the lesson's CPU configuration does (`lesson_cfg('cpu')`: unfreeze + fit_one_cycle).
 SYNTH = dict(n_per_class=30, n_test=40, size=(64, 85), seed=0, solution=True)
-TRAIN = dict(pretrained=False, finetune=False, epochs=10, lr=0.01, bs=32, multi_target=True, n_tta=2, show=False)
+TRAIN = dict(pretrained=True, finetune=False, epochs=6, lr=0.01, bs=32, multi_target=True, n_tta=2, show=False)
 # two members as in the lesson's `models`: one architecture, the item transform squishing or cropping to a square
-MODELS = {'test_resnet': [(Resize(69, method='squish'), 32), (Resize(69), 32)]}
+MODELS = {'tf_efficientnet_lite0': [(Resize(69, method='squish'), 64), (Resize(69), 64)]}
 CHANCE = 0.9
 
 def _cpu(): r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
