@@ -11,7 +11,7 @@ from paddy_collab.ensemble import ensemble, train_ensemble, write_submission, sa
 # learn from 240 images (benchmarks/results/paddy_synth.md), so the members start from the ImageNet weights a pip package ships, as
 # the lesson's CPU configuration does (`lesson_cfg('cpu')`: unfreeze + fit_one_cycle).
 SYNTH = dict(n_per_class=30, n_test=40, size=(64, 85), seed=0, solution=True)
-TRAIN = dict(pretrained=True, finetune=False, epochs=6, lr=0.01, bs=32, multi_target=True, n_tta=2, show=False)
+TRAIN = dict(pretrained=True, finetune=False, epochs=10, lr=0.01, bs=32, multi_target=True, n_tta=2, show=False)
 # two members as in the lesson's `models`: one architecture, the item transform squishing or cropping to a square
 MODELS = {'tf_efficientnet_lite0': [(Resize(69, method='squish'), 64), (Resize(69), 64)]}
 CHANCE = 0.9
