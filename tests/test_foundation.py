@@ -57,18 +57,14 @@ def _valid_error(X, y, seed=0):
         opt.zero_grad(); torch.nn.functional.cross_entropy(m(X[trn]), y[trn]).backward(); opt.step()
     return (m(X[val]).argmax(1) != y[val]).float().mean().item()
 
-def test_synth_variety_by_colour_disease_by_shape(tmp_path):
-    "A linear probe on colour features reads the variety (the plant's colour) but not the disease (a pattern: the lesson needs a CNN); shuffled labels it cannot read."
+def test_synth_disease_not_by_colour(tmp_path):
+    "A linear probe on colour features (and the vein spacing) cannot read the disease: it is a pattern, and the lesson needs a CNN."
     p = synth_paddy(tmp_path/'p', n_per_class=30, n_test=0, size=(96, 128), seed=0)
     df = pd.read_csv(p/'train.csv')
     X = np.stack([_features(p/'train_images'/r.label/r.image_id) for r in df.itertuples()])
-    yd = df.label.map(diseases.index).values; yv = df.variety.map(varieties.index).values
-    err_d, err_v = _valid_error(X, yd), _valid_error(X, yv)
-    err_shuffled = _valid_error(X, np.random.default_rng(1).permutation(yv))
-    print(f'linear probe valid error: disease {err_d:.2f}, variety {err_v:.2f}, shuffled varieties {err_shuffled:.2f}')
-    # measured: disease 0.69, variety 0.33; always answering ADT45, the most common variety, is wrong on about a third too,
-    # so the shuffled labels are the reference: a probe that reads nothing stays near them
-    assert err_d >= 0.5 and err_v <= err_shuffled - 0.1, (err_d, err_v, err_shuffled)
+    err_d = _valid_error(X, df.label.map(diseases.index).values)
+    print(f'linear probe valid error: disease {err_d:.2f}')
+    assert err_d >= 0.5, err_d  # measured 0.69; the previous generator (one lesion colour per disease) gave well under 0.5
 
 _IMPORT_CHECK = '''
 import socket, sys, time
