@@ -241,9 +241,10 @@ def sec_accum(cfg, state)->dict:
     return r
 
 def sec_notebooks(cfg, state)->dict:
-    "Every notebook with `#| cuda` cells through nbdev's `test_nb`, the cuda cells forced, `PADDY_SCALE=tiny`."
-    found = flagged_notebooks('cuda')
-    check(found, 'no notebook has a #| cuda cell: the scan is broken')
+    "Every notebook with `#| cuda` or `#| slow` cells (the lessons' training runs) through nbdev's `test_nb`, those cells forced, `PADDY_SCALE=tiny`."
+    found = {n: flagged_notebooks('cuda').get(n, 0) + flagged_notebooks('slow').get(n, 0) for n in {**flagged_notebooks('cuda'), **flagged_notebooks('slow')}}
+    found = dict(sorted(found.items()))
+    check(found, 'no notebook has a #| cuda or #| slow cell: the scan is broken')
     want = os.environ.get('GPU_CHECK_NBS')
     todo = [n for n in found if (want is None and not cfg['dry']) or (want and any(Path(n).match(w) or n == w for w in want.split(',')))]
     r = dict(found=found, scale='tiny', runs={})
@@ -251,7 +252,7 @@ def sec_notebooks(cfg, state)->dict:
     for nb in todo:
         left = state['deadline'] - time.monotonic() - 20
         if left < 30: r['runs'][nb] = dict(ok=None, skipped='time budget spent'); continue
-        r['runs'][nb] = res = test_notebook(nb, min(cfg['nb_timeout'], left), PADDY_SCALE='tiny', HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
+        r['runs'][nb] = res = test_notebook(nb, min(cfg['nb_timeout'], left), force_flags=('cuda', 'slow'), PADDY_SCALE='tiny', HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
         print(f"  {nb}: {'ok' if res['ok'] else 'FAILED'} in {res.get('wall')}s", flush=True)
     bad = [n for n, x in r['runs'].items() if x.get('ok') is False]
     check(not bad, f'notebooks failed: {bad}')

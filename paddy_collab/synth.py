@@ -86,6 +86,21 @@ def _spindle(d, leaf, t, s, ln, wd, c_out, c_in=None):
 
 def _dot(d, xy, r, col): d.ellipse([xy[0]-r, xy[1]-r, xy[0]+r, xy[1]+r], fill=col)
 
+def _dead_heart(rng, d, W, H, c1, c2):
+    "The central shoot dried up: a narrow upright blade, one colour, base to tip."
+    x = W*rng.uniform(0.35, 0.65)
+    l = _Leaf((x, H*1.05), (x + W*rng.uniform(-0.05, 0.05), H*0.6), (x + W*rng.uniform(-0.1, 0.1), H*rng.uniform(0.1, 0.3)), W*0.055)
+    d.polygon(l.region(0, 1), fill=c1)
+    d.line([tuple(q) for q in l.centre(np.linspace(0, 0.95, 10))], fill=c2, width=max(1, int(W*0.02)))
+
+def _hispa(rng, d, leaves, c1):
+    "Many short scratches along the blades, and a few dark beetles."
+    for l in leaves:
+        for _ in range(rng.integers(6, 11)):
+            t, s = rng.uniform(0.1, 0.9), rng.uniform(-0.6, 0.6); ln = rng.uniform(0.04, 0.08)
+            d.line([tuple(q) for q in l.pt([t, t+ln], [s, s])], fill=c1, width=max(1, int(l.w*0.3)))
+        for _ in range(rng.integers(0, 3)): _dot(d, l.pt(rng.uniform(0.1, 0.9), 0), l.w*0.22, _col(rng, (40, 35, 30)))
+
 def _disease(rng, d, leaves, disease:str, W:int, H:int):
     "Draw `disease`'s pattern on `leaves` (the lesion colours come from the shared palette)."
     c1, c2 = _col(rng, disease=disease), _col(rng, disease=disease)
@@ -117,22 +132,13 @@ def _disease(rng, d, leaves, disease:str, W:int, H:int):
             for k, (a, b) in enumerate(zip(np.linspace(t0, 1, 5)[:-1], np.linspace(t0, 1, 5)[1:])):
                 f = 0.2 + 0.7*(k+1)/5; base = np.array(l.col, float)
                 d.polygon(l.region(a, b), fill=tuple(int(v) for v in (1-f)*base + f*np.array(c1)))
-    elif disease == 'dead_heart':  # the central shoot dried up: a narrow upright blade, one colour, base to tip
-        x = W*rng.uniform(0.35, 0.65)
-        l = _Leaf((x, H*1.05), (x + W*rng.uniform(-0.05, 0.05), H*0.6), (x + W*rng.uniform(-0.1, 0.1), H*rng.uniform(0.1, 0.3)), W*0.055)
-        d.polygon(l.region(0, 1), fill=c1)
-        d.line([tuple(q) for q in l.centre(np.linspace(0, 0.95, 10))], fill=c2, width=max(1, int(W*0.02)))
+    elif disease == 'dead_heart': _dead_heart(rng, d, W, H, c1, c2)
     elif disease == 'downy_mildew':  # a patch of fine pale speckles
         for l in hit:
             t0 = rng.uniform(0.15, 0.6); ln = rng.uniform(0.2, 0.35)
             for _ in range(rng.integers(30, 50)):
                 t = rng.uniform(t0, t0+ln); _dot(d, l.pt(t, rng.uniform(-0.9, 0.9)), max(0.6, l.half(t)*0.15), c1)
-    elif disease == 'hispa':  # many short scratches along the blade, and a few dark beetles
-        for l in hit:
-            for _ in range(rng.integers(6, 11)):
-                t, s = rng.uniform(0.1, 0.9), rng.uniform(-0.6, 0.6); ln = rng.uniform(0.04, 0.08)
-                d.line([tuple(q) for q in l.pt([t, t+ln], [s, s])], fill=c1, width=max(1, int(l.w*0.3)))
-            for _ in range(rng.integers(0, 3)): _dot(d, l.pt(rng.uniform(0.1, 0.9), 0), l.w*0.22, _col(rng, (40, 35, 30)))
+    elif disease == 'hispa': _hispa(rng, d, hit, c1)
 
 def _panicle(rng, d, W, H, grain, sick=None):
     "A drooping panicle near the top: grains along a curved stem; `sick`: the colour of the discoloured (blighted) grains."
@@ -190,6 +196,14 @@ def _counts(n, freqs):
 
 
 # %% ../nbs/ref/01_synth.ipynb
+def _every_variety(vrs, dis):
+    "`vrs` with every variety at least once, as in the real set: taken from the most common variety, where the disease allows it."
+    for v in range(len(varieties)):
+        if len(vrs) < len(varieties) or (vrs == v).any(): continue
+        common = np.flatnonzero(vrs == np.bincount(vrs, minlength=len(varieties)).argmax())
+        vrs[common[np.argmax(_pjoint[dis[common], v])]] = v
+    return vrs
+
 def synth_paddy(path, # folder to create (the competition folder: `train_images/`, `test_images/`, CSVs)
                 n_per_class:int=125, # training images per disease on average: `10*n_per_class` in all, in the real competition's proportions
                 n_test:int=100, # test images (diseases drawn in the same proportions)
@@ -212,11 +226,7 @@ def synth_paddy(path, # folder to create (the competition folder: `train_images/
     ids = 100000 + rng.permutation(n * 3)[:n]
     rows = []
     for dz in diseases: (path/'train_images'/dz).mkdir(parents=True, exist_ok=True)
-    vrs = np.array([variety(dz) for dz in dis])
-    for v in range(len(varieties)):  # every variety at least once, as in the real set (taken from the most common, where the disease allows it)
-        if n < len(varieties) or (vrs == v).any(): continue
-        common = np.flatnonzero(vrs == np.bincount(vrs, minlength=len(varieties)).argmax())
-        vrs[common[np.argmax(_pjoint[dis[common], v])]] = v
+    vrs = _every_variety(np.array([variety(dz) for dz in dis]), dis)
     for i, dz, vr in zip(ids, dis, vrs):
         age = int(rng.integers(45, 83))
         fn = path/'train_images'/diseases[dz]/f'{i}.jpg'

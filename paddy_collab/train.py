@@ -222,8 +222,7 @@ def train(arch:str, # timm model name ('convnext_small.fb_in22k', 'resnet18', ..
                                     num_workers=num_workers, check=check)
     multi = hasattr(dls.vocab[0], 'o2i')  # two vocabularies: two heads
     learn = vision_learner(dls, arch, pretrained=pretrained, cbs=acc_cbs + [StopOnNaN()] + list(ifnone(cbs, [])), **model_kw, **(_head_kwargs(dls, multi) | kwargs))
-    tst_dl = paddy_test_dl(learn.dls, ifnone(path, dls.report.path))  # after `vision_learner`, which adds a pretrained model's `Normalize` to the loaders
-    prec = set_precision(learn, precision)
+    tst_dl, prec = paddy_test_dl(learn.dls, ifnone(path, dls.report.path)), set_precision(learn, precision)  # the test loader after `vision_learner`, which adds a pretrained model's `Normalize`
     with (contextlib.nullcontext() if show else learn.no_bar()), (contextlib.nullcontext() if show else learn.no_logging()):
         _fit(learn, finetune, epochs, lr)
         probs = _test_probs(learn, tst_dl, n_tta)
