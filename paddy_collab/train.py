@@ -300,8 +300,7 @@ def seed_runs(configs:dict, # {name: `train` keyword arguments}, e.g. {'pretrain
               path, # the competition folder
               seeds=(1, 2), # each config is trained once per seed: the seed draws the validation split and the training's randomness
               tta:bool=False, # also the validation error with `tta`
-              keep_probs:bool=False, # also keep each run's validation probabilities (to ensemble them)
-             )->pd.DataFrame: # a row per run: config, seed, error (error_tta), CPU seconds (probs, targs)
+             )->pd.DataFrame: # a row per run: config, seed, error (error_tta), CPU seconds
     "Train every config of `configs` once per seed, quietly, and collect the validation errors: the lesson's experiments."
     rows = []
     for name, kw in configs.items():
@@ -310,8 +309,6 @@ def seed_runs(configs:dict, # {name: `train` keyword arguments}, e.g. {'pretrain
             _, learn = train(**(dict(n_tta=0, show=False) | kw), path=path, seed=seed, return_learner=True)
             row = dict(config=name, seed=seed, error=valid_error(learn))
             if tta: row['error_tta'] = valid_error(learn, tta=True)
-            if keep_probs:
-                with learn.no_bar(): row['probs'], row['targs'] = learn.get_preds(dl=learn.dls.valid)
             rows.append(row | dict(cpu_s=time.process_time() - t))
     return pd.DataFrame(rows)
 
