@@ -133,7 +133,7 @@ def _train_paddy(arch:Param('a timm architecture, e.g. resnet18 or convnext_smal
                  data:str=None, # the competition folder: train.csv, train_images/<disease>/, test_images/ (Kaggle's data or `paddy_collab synth`); default `paddy_path()`
                  size:Param('final image size: one number, or height and width', pixels, nargs='+')=[224],
                  epochs:positive_int=12, # epochs (after one frozen epoch when fine-tuning)
-                 accum:Param('batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU', _accum)='1',
+                 accum:Param('batches whose gradients add up before each step (the batch loaded is bs/accum); "auto": the smallest that fits the GPU; default: 2 for --ensemble lesson (part 3), else 1', _accum)=None,
                  bs:positive_int=64, # effective batch size: images per optimizer step
                  lr:positive_float=0.01, # learning rate
                  multi_target:bool=False, # predict disease and rice variety with one two-headed model
@@ -147,9 +147,10 @@ def _train_paddy(arch:Param('a timm architecture, e.g. resnet18 or convnext_smal
                 ):
     opts = dict(locals())  # for the manifest
     if bool(arch) == bool(ensemble): raise UsageError("give --arch (one or more) or --ensemble, not both" if arch else "one of the arguments --arch --ensemble is required")
+    from paddy_collab.ensemble import plan_members, train_ensemble, part3_train; from paddy_collab.paddy_checks import check_paddy
+    if accum is None: accum = part3_train['accum'] if ensemble == 'lesson' else 1
     if len(size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(size)}")
     if accum != 'auto' and accum > bs: raise UsageError(f"--accum {accum} is more than --bs {bs}: a step adds up --accum batches of bs/accum images; lower --accum or raise --bs")
-    from paddy_collab.ensemble import plan_members, train_ensemble; from paddy_collab.paddy_checks import check_paddy
     data, size = _data(data), size[0] if len(size) == 1 else tuple(size)
     with user_input(RuntimeError):  # before any training: the names, the outputs, pretrained weights that cannot be had (`hub`), every image
         members, names = plan_members(arch, ensemble, size, pretrained, out, force)
@@ -220,7 +221,7 @@ def _push_kernel(notebook:Param('the .ipynb file to push (or --train)', nargs='?
                  ensemble:Param("--train: the course's four models, two shapes each (instead of --arch)", choices=['lesson'])=None,
                  epochs:positive_int=12, # --train: epochs (after one frozen epoch)
                  size:pixels=224, # --train: final image size
-                 accum:positive_int=1, # --train: batches whose gradients add up before each step
+                 accum:positive_int=None, # --train: batches whose gradients add up before each step (default: 2 with --ensemble lesson, part 3's; else 1)
                  bs:positive_int=64, # --train: effective batch size
                  n_tta:nonneg_int=4, # --train: augmented passes of test-time augmentation
                  weights_ds:str=None, # --train: the dataset of `push-weights`, [OWNER/]SLUG, for a kernel without internet
@@ -230,6 +231,7 @@ def _push_kernel(notebook:Param('the .ipynb file to push (or --train)', nargs='?
     from paddy_collab.kernels import push_kernel
     if bool(notebook) == train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
     k = dict(kwargs, datasets=kwargs.pop('dataset') or [], models=kwargs.pop('model') or [], private=not kwargs.pop('public'))
+    if train and accum is None: from paddy_collab.ensemble import part3_train; accum = part3_train['accum'] if ensemble else 1
     if train: k.update(weights_ds=weights_ds, epochs=epochs, size=size, accum=accum, bs=bs, n_tta=n_tta)
     with user_input(): r = push_kernel(None if train else notebook, title=title, slug=slug, comp=comp, archs='lesson' if ensemble else arch, submit=submit, **k)
     if k['dry_run']: return print(f"wrote {r}/kernel-metadata.json and {json.loads((r/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")
