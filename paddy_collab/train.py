@@ -23,6 +23,7 @@ from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 from fastai.vision.augment import Resize
 from .paddy_data import *
+from .paddy_source import *  # paddy_scale, by_scale, lesson_path: see ref/12_paddy_source
 from .paddy_checks import check_paddy
 from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/05_heads
 from .predsets import *  # PredSet: see ref/11_predsets
@@ -204,10 +205,12 @@ from PIL import Image
 
 def _disease(fn)->str: return Path(fn).parent.name  # Kaggle's layout: train_images/<disease>/<image_id>.jpg
 
-def majority_error(dls)->float:
-    "Validation error of always answering the most frequent disease of the training set: the floor every model must clear."
-    top = pd.Series([_disease(f) for f in dls.train_ds.items]).mode()[0]
-    return float(np.mean([_disease(f) != top for f in dls.valid_ds.items]))
+def majority_error(dls, # `paddy_dls` loaders: their training and validation images
+                   label=_disease, # image file -> its label: the disease (its folder), or `get_variety` for the variety
+                  )->float: # the share of validation images whose label is not the training set's most frequent one
+    "Validation error of always answering the most frequent `label` of the training set: the floor every model must clear."
+    top = pd.Series([label(f) for f in dls.train_ds.items]).mode()[0]
+    return float(np.mean([label(f) != top for f in dls.valid_ds.items]))
 
 def colour_histogram(fn, # an image file
                      bins:int=8, # bins per channel: `bins**3` colours
