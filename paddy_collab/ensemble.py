@@ -5,22 +5,23 @@
 # %% ../nbs/05_ensemble.ipynb 2
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-import gc, json, re, time, zipfile
+import gc, re, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.vision.augment import Resize
 from fastai.torch_core import rank_distrib
 from .paddy_data import *
 from .train import *
+from .predsets import *  # PredSet, check_compatible, save_preds, load_preds: see ref/11_predsets
 from .paddy_checks import check_paddy, get_test_files
-from .hub import pretrained_kwargs
+from .hub import pretrained_kwargs, check_arch
 from accelerate.utils import release_memory
 
 # %% auto 0
 __all__ = ['lesson_res', 'lesson_models', 'course_names', 'model_weights', 'part3_train', 'ensemble_names', 'member_files',
-           'named_ensemble', 'check_compatible', 'ensemble', 'valid_predset', 'pset_error', 'members_vs_ensemble',
-           'save_preds', 'load_preds', 'write_submission', 'member_name', 'check_members', 'train_ensemble',
-           'plan_members', 'plot_confusion', 'save_member', 'load_members', 'predict_members']
+           'named_ensemble', 'ensemble', 'valid_predset', 'pset_error', 'members_vs_ensemble', 'write_submission',
+           'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member',
+           'load_members', 'predict_members']
 
 # %% ../nbs/05_ensemble.ipynb
 lesson_res = 640, 480
@@ -52,29 +53,6 @@ def named_ensemble(name:str, # 'lesson', 'small' or 'tiny'
 ensemble_names = ('lesson', 'small', 'tiny')
 
 # %% ../nbs/05_ensemble.ipynb
-def check_compatible(psets, # `PredSet`s to combine
-                    ):
-    "Raise `ValueError` naming the first difference in heads, classes or test files between `psets`."
-    psets = list(psets)
-    if not psets: raise ValueError("no prediction sets to combine")
-    for p in psets:
-        if not isinstance(p, PredSet): raise TypeError(f"expected PredSets (from `train` or `load_preds`), got {type(p).__name__}")
-    a = psets[0]
-    for i, p in enumerate(psets[1:], 1):
-        if p.heads != a.heads: raise ValueError(f"prediction set {i} has heads {p.heads} but set 0 has {a.heads}: combine single- and multi-target models head by head")
-        for h, va, vp in zip(a.heads, a.vocabs, p.vocabs):
-            if vp != va:
-                diff = sorted(set(va) ^ set(vp))
-                why = f"classes {few(diff, 3)} are in only one of them" if diff else "the same classes in another order"
-                raise ValueError(f"prediction set {i}, head {h!r}: its {len(vp)} classes differ from set 0's {len(va)} ({why}); train every model on the same data")
-        if p.files != a.files:
-            if sorted(p.files) == sorted(a.files):
-                r = next(j for j, (x, y) in enumerate(zip(a.files, p.files)) if x != y)
-                raise ValueError(f"prediction set {i} has the same test files as set 0 in another order (row {r}: {p.files[r]} vs {a.files[r]}); predict on the sorted `get_test_files(path)`")
-            only_p, only_a = sorted(set(p.files) - set(a.files)), sorted(set(a.files) - set(p.files))
-            raise ValueError(f"prediction set {i} ({len(p.files)} files) and set 0 ({len(a.files)} files) are on different test images: "
-                             f"only in set {i}: {few(only_p, 3)}; only in set 0: {few(only_a, 3)}")
-
 def ensemble(psets, # `PredSet`s with the same heads, classes and test files
              weights=None, # one weight per set, or a dict `{arch: weight}` (missing archs weigh 1) looked up in `meta['arch']`; default all 1
             )->PredSet: # the weighted mean probabilities, per head
@@ -122,32 +100,6 @@ def members_vs_ensemble(vsets, # `valid_predset`s with `meta` 'seed' and 'name';
         rows += [dict(config=v.meta['name'], seed=seed, error=pset_error(v, truth)) for v in vs]
         rows.append(dict(config='ensemble', seed=seed, error=pset_error(ensemble(vs, weights), truth)))
     return pd.DataFrame(rows)
-
-# %% ../nbs/05_ensemble.ipynb
-def save_preds(preds:PredSet, # what to save
-               fname, # destination, usually ending in `.npz`
-               overwrite:bool=False, # replace an existing file
-              )->Path:
-    "Save `preds` as an `.npz` of plain arrays (no pickle), atomically."
-    info = json.dumps(dict(format='paddy_collab.PredSet', version=1, heads=preds.heads, vocabs=preds.vocabs, files=preds.files, meta=preds.meta), default=str)
-    with atomic_write(fname, 'wb', overwrite=overwrite) as f:
-        np.savez(f, info=np.array(info), **{f'probs_{i}': p.numpy() for i, p in enumerate(preds.probs)})
-    return Path(fname)
-
-def load_preds(fname, # a file written by `save_preds`
-              )->PredSet:
-    "Load a `PredSet` saved by `save_preds`, without unpickling anything."
-    fname = Path(fname)
-    if not fname.exists(): raise FileNotFoundError(f"{fname} not found")
-    try:
-        with np.load(fname, allow_pickle=False) as z:
-            info = json.loads(str(z['info']))
-            if info.get('format') != 'paddy_collab.PredSet': raise ValueError('no format tag')
-            probs = [torch.from_numpy(z[f'probs_{i}']) for i in range(len(info['heads']))]
-        return PredSet(probs, info['vocabs'], info['files'], info['heads'], info['meta'])
-    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{fname} is not a prediction set written by save_preds, or is damaged ({type(e).__name__}: {' '.join(str(e).split())}); "
-                         "train that member again (train-paddy --force) or remove it") from None
 
 # %% ../nbs/05_ensemble.ipynb
 def _check_vocab(preds:PredSet, head, sample:Path):

@@ -10,7 +10,7 @@ import torch
 from .core import *  # can_reach
 
 # %% auto 0
-__all__ = ['hub_url', 'weight_packages', 'cached_weights', 'pretrained_kwargs', 'package_weights', 'kernel_weights']
+__all__ = ['hub_url', 'weight_packages', 'cached_weights', 'pretrained_kwargs', 'package_weights', 'kernel_weights', 'check_arch']
 
 # %% ../nbs/ref/03_hub.ipynb
 hub_url = 'https://huggingface.co'
@@ -96,3 +96,20 @@ def kernel_weights(input_dir=None, # where Kaggle attaches datasets; default `..
     if 'huggingface_hub.constants' in sys.modules:  # read at import: tell an imported hub too
         sys.modules['huggingface_hub.constants'].HF_HUB_CACHE, sys.modules['huggingface_hub.constants'].HF_HUB_OFFLINE = str(cache), True
     return {a: d['path'] for a, d in found.items()}
+
+# %% ../nbs/ref/03_hub.ipynb
+def check_arch(arch:str, # a timm model name, optionally with a pretrained tag: 'resnet18', 'convnext_small.fb_in22k'
+               pretrained:bool=True, # if True, the tag (if any) must name pretrained weights
+              )->str: # `arch`
+    "Raise `ValueError` with the closest valid names if timm does not know `arch`."
+    import difflib, warnings, timm
+    if not isinstance(arch, str): return arch  # a torchvision-style model function: fastai's business
+    if timm.is_model(arch) and (not pretrained or '.' not in arch or arch in timm.list_models(pretrained=True)):
+        from timm.models import get_deprecated_models
+        new = get_deprecated_models().get(arch)
+        if new: warnings.warn(f"{arch!r} is timm's old name for {new!r}: use the new name", FutureWarning)
+        return arch
+    names = timm.list_models(pretrained=True) if pretrained and '.' in arch else timm.list_models()
+    close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5) or difflib.get_close_matches(arch.split('.')[0], timm.list_models(), n=5, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see timm.list_models()"
+    raise ValueError(f"timm {timm.__version__} has no {'pretrained model' if '.' in arch and pretrained else 'architecture'} {arch!r}{hint}")

@@ -267,7 +267,7 @@ def _clean_stale(dest:Path, max_age:float=3600.):
         except OSError: continue
         if time.time() - newest > max_age: shutil.rmtree(d, ignore_errors=True)
 
-paddy_comp = 'paddy-disease-classification'  # the lesson's competition; `paddy_data.paddy_path` finds its data
+paddy_comp = 'paddy-disease-classification'  # the lesson's competition; `paddy_source.paddy_path` finds its data
 
 def kaggle_input()->Path:
     "Where Kaggle attaches a kernel's inputs: `../input` from its working folder (`/kaggle/working`), else `/kaggle/input`."

@@ -5,8 +5,7 @@
 # %% ../nbs/04_train.ipynb 2
 from __future__ import annotations
 from .core import *  # first: it silences torch's jit warning before fastai is imported
-import contextlib, difflib, warnings
-from dataclasses import dataclass, field
+import contextlib, warnings
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import ifnone
@@ -24,68 +23,17 @@ from fastai.data.load import DataLoader
 from fastai.optimizer import SGD
 from fastai.vision.augment import Resize
 from .paddy_data import *
+from .paddy_source import *  # paddy_scale, by_scale, lesson_path: see ref/12_paddy_source
 from .paddy_checks import check_paddy
 from .heads import *  # MultiTargetLoss, head_metrics, multi_tta: see ref/05_heads
-from .hub import *  # pretrained_kwargs: see ref/03_hub
+from .predsets import *  # PredSet: see ref/11_predsets
+from .hub import *  # pretrained_kwargs, check_arch: see ref/03_hub
 from .memory import *  # auto_accum: see ref/04_memory
 
 # %% auto 0
-__all__ = ['course_runs', 'PredSet', 'check_arch', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss',
-           'StopOnNaN', 'train', 'lesson_cfg', 'majority_error', 'colour_histogram', 'tiny_pixels', 'linear_error',
-           'valid_error', 'seed_runs', 'seed_table', 'beats']
-
-# %% ../nbs/04_train.ipynb
-@dataclass
-class PredSet:
-    "Class probabilities of one model (or ensemble) on the test images: one `(n_files, n_classes)` tensor per head, with names."
-    probs: list  # one float tensor `(len(files), len(vocab))` per head; rows sum to 1
-    vocabs: list  # one list of class names per head, in the columns' order
-    files: list  # test image names (`image_id`s such as '200001.jpg'), in the rows' order
-    heads: list = field(default_factory=lambda: ['disease'])  # one name per head
-    meta: dict = field(default_factory=dict)  # how it was made: arch, size, epochs, validation errors, ...
-
-    def __post_init__(self):
-        self.probs = [torch.as_tensor(p).float().cpu() for p in (self.probs if isinstance(self.probs, (list, tuple)) else [self.probs])]
-        self.vocabs = [[str(v) for v in vs] for vs in self.vocabs]
-        self.files, self.heads = [str(f) for f in self.files], [str(h) for h in self.heads]
-        if not (len(self.probs) == len(self.vocabs) == len(self.heads)):
-            raise ValueError(f"PredSet needs one probability tensor and one vocabulary per head {self.heads}, got {len(self.probs)} and {len(self.vocabs)}")
-        for h, p, v in zip(self.heads, self.probs, self.vocabs):
-            if p.ndim != 2 or p.shape != (len(self.files), len(v)):
-                raise ValueError(f"head {h!r}: probabilities of shape {tuple(p.shape)}, expected ({len(self.files)} files, {len(v)} classes)")
-            if not (bad := ~torch.isfinite(p).all(1)).any(): continue
-            raise ValueError(f"head {h!r}: {int(bad.sum())} of {len(p)} rows hold NaN or infinite probabilities (first: {self.files[int(bad.nonzero()[0])]}); "
-                             "the model that made them diverged: retrain it with a lower learning rate")
-
-    def __getitem__(self, head): return self.probs[self.head_idx(head)]
-    def head_idx(self, head)->int:
-        "Index of `head` (a name or an index)."
-        if isinstance(head, int): return head
-        if head not in self.heads: raise KeyError(f"no head {head!r}; this PredSet has heads {self.heads}")
-        return self.heads.index(head)
-    def labels(self, head='disease')->list:
-        "The most likely class name of each file for `head`."
-        i = self.head_idx(head)
-        return [self.vocabs[i][j] for j in self.probs[i].argmax(1).tolist()]
-    def __repr__(self):
-        return f"PredSet({len(self.files)} files, heads {dict(zip(self.heads, map(len, self.vocabs)))}, meta {self.meta})"
-
-# %% ../nbs/04_train.ipynb
-def check_arch(arch:str, # a timm model name, optionally with a pretrained tag: 'resnet18', 'convnext_small.fb_in22k'
-               pretrained:bool=True, # if True, the tag (if any) must name pretrained weights
-              )->str: # `arch`
-    "Raise `ValueError` with the closest valid names if timm does not know `arch`."
-    import timm
-    if not isinstance(arch, str): return arch  # a torchvision-style model function: fastai's business
-    if timm.is_model(arch) and (not pretrained or '.' not in arch or arch in timm.list_models(pretrained=True)):
-        from timm.models import get_deprecated_models
-        new = get_deprecated_models().get(arch)
-        if new: warnings.warn(f"{arch!r} is timm's old name for {new!r}: use the new name", FutureWarning)
-        return arch
-    names = timm.list_models(pretrained=True) if pretrained and '.' in arch else timm.list_models()
-    close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5) or difflib.get_close_matches(arch.split('.')[0], timm.list_models(), n=5, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see timm.list_models()"
-    raise ValueError(f"timm {timm.__version__} has no {'pretrained model' if '.' in arch and pretrained else 'architecture'} {arch!r}{hint}")
+__all__ = ['course_runs', 'accum_setup', 'set_precision', 'HeadInterpretation', 'NonFiniteLoss', 'StopOnNaN', 'train',
+           'lesson_cfg', 'majority_error', 'colour_histogram', 'tiny_pixels', 'linear_error', 'valid_error',
+           'seed_runs', 'seed_table', 'beats']
 
 # %% ../nbs/04_train.ipynb
 def accum_setup(accum:int=1, # number of batches whose gradients are added up before each step
@@ -257,10 +205,12 @@ from PIL import Image
 
 def _disease(fn)->str: return Path(fn).parent.name  # Kaggle's layout: train_images/<disease>/<image_id>.jpg
 
-def majority_error(dls)->float:
-    "Validation error of always answering the most frequent disease of the training set: the floor every model must clear."
-    top = pd.Series([_disease(f) for f in dls.train_ds.items]).mode()[0]
-    return float(np.mean([_disease(f) != top for f in dls.valid_ds.items]))
+def majority_error(dls, # `paddy_dls` loaders: their training and validation images
+                   label=_disease, # image file -> its label: the disease (its folder), or `get_variety` for the variety
+                  )->float: # the share of validation images whose label is not the training set's most frequent one
+    "Validation error of always answering the most frequent `label` of the training set: the floor every model must clear."
+    top = pd.Series([label(f) for f in dls.train_ds.items]).mode()[0]
+    return float(np.mean([label(f) != top for f in dls.valid_ds.items]))
 
 def colour_histogram(fn, # an image file
                      bins:int=8, # bins per channel: `bins**3` colours

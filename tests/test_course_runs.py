@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-import paddy_collab.paddy_data as pdd
-from paddy_collab.paddy_data import paddy_dls, paddy_workers, resize_paddy, lesson_path, check_paddy
+import paddy_collab.paddy_data as pdd, paddy_collab.paddy_source as pso
+from paddy_collab.paddy_data import paddy_dls, paddy_workers, resize_paddy, check_paddy
+from paddy_collab.paddy_source import lesson_path
 from paddy_collab.train import course_runs, lesson_cfg, train, accum_setup
 from paddy_collab.ensemble import part3_train, lesson_models, course_names, model_weights
 from paddy_collab.synth import synth_paddy
@@ -112,7 +113,7 @@ def data_home(tmp_path, monkeypatch):
     "fastai's data folder in `tmp_path`, off Kaggle, no PADDY_PATH, no Kaggle credentials."
     import paddy_collab.synth as ps
     d = tmp_path/'fastai-data'; d.mkdir()
-    monkeypatch.setattr(pdd, 'fastai_data_path', lambda: d); monkeypatch.setattr(ps, 'fastai_data_path', lambda: d)
+    for m in (pdd, pso, ps): monkeypatch.setattr(m, 'fastai_data_path', lambda: d)  # resize_paddy's, paddy_subset's and cached_synth's folder
     for k in ('PADDY_PATH', 'KAGGLE_KERNEL_RUN_TYPE', 'KAGGLE_USERNAME', 'KAGGLE_KEY', 'KAGGLE_API_TOKEN'): monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv('KAGGLE_CONFIG_DIR', str(tmp_path/'no-kaggle'))
     return d
@@ -156,7 +157,7 @@ def test_resize_paddy_leaves_out_unreadable_images(tmp_path, data_home, capsys):
 def test_cpu_scale_uses_the_real_data_when_there_is_some(tmp_path, data_home, monkeypatch, capsys):
     real = synth_paddy(tmp_path/'competition', n_per_class=3, n_test=4, size=(48, 64))  # stands in for the real competition folder
     made = []
-    monkeypatch.setattr(pdd, 'cached_synth', lambda **k: made.append(k) or data_home/'synthetic')
+    monkeypatch.setattr(pso, 'cached_synth', lambda **k: made.append(k) or data_home/'synthetic')
     monkeypatch.setenv('PADDY_PATH', str(real))
     p = lesson_path('cpu')
     out = capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_weights_dataset_and_kernel_weights(kenv, tmp_path, monkeypatch):
     # in the kernel: a fresh process, another (empty) HF cache, offline
     code = f"""import os, torch, timm
 from paddy_collab.hub import kernel_weights
-from paddy_collab.train import pretrained_kwargs
+from paddy_collab.hub import pretrained_kwargs
 assert kernel_weights({str(inp.parent)!r}, {str(tmp_path/'kcache')!r}) == {{'test_resnet': __import__('pathlib').Path({str(inp/'test-resnet.safetensors')!r})}}
 m = timm.create_model('test_resnet', pretrained=True, **pretrained_kwargs('test_resnet'))
 assert torch.equal(m.fc.bias, torch.arange(len(m.fc.bias), dtype=torch.float32)), 'not our weights'

@@ -189,7 +189,7 @@ def test_cli_train_collab(tmp_path, one_thread):
 def test_cli_train_paddy(tmp_path, paddy, one_thread):
     "`accelerate launch ... paddy_collab.cli train-paddy --multi-target` in 2 processes: one member folder, the files of a 1-process run."
     from paddy_collab import cli
-    from paddy_collab.ensemble import load_preds
+    from paddy_collab.predsets import load_preds
     args = ['train-paddy', '--data', paddy, '--arch', 'test_resnet', '--size', '32', '--epochs', '1', '--multi-target', '--no-pretrained',
             '--n-tta', '1', '--quiet']
     prog = ['-m', 'paddy_collab.cli']

@@ -3,8 +3,8 @@ import json, os, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 import paddy_collab.ensemble as E
-from paddy_collab.ensemble import lesson_models, course_names, model_weights, check_compatible, ensemble, save_preds, load_preds, write_submission, train_ensemble
-from paddy_collab.train import PredSet
+from paddy_collab.ensemble import lesson_models, course_names, model_weights, ensemble, write_submission, train_ensemble
+from paddy_collab.predsets import PredSet, check_compatible, save_preds, load_preds
 from paddy_collab.synth import synth_paddy, diseases, varieties
 from paddy_collab.paddy_data import get_test_files
 
@@ -83,7 +83,7 @@ def test_save_never_clobbers_and_is_atomic(tmp_path, monkeypatch):
     fn = save_preds(a, tmp_path/'a.npz')
     with pytest.raises(FileExistsError, match='already exists'): save_preds(b, fn)
     def boom(*args, **kwargs): raise KeyboardInterrupt
-    monkeypatch.setattr(E.np, 'savez', boom)
+    monkeypatch.setattr(np, "savez", boom)  # save_preds (predsets) calls np.savez
     with pytest.raises(KeyboardInterrupt): save_preds(b, fn, overwrite=True)
     monkeypatch.undo()
     assert torch.equal(load_preds(fn)['disease'], a['disease'])

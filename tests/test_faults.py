@@ -181,7 +181,7 @@ def test_cli_diverging_runs_save_nothing(paddy, ratings_csv, tmp_path, one_threa
     user_error(['train-collab', '--ratings', ratings_csv, '--epochs', '1', '--lr', '1e30', '--out', tmp_path/'c'], 'the validation MSE is nan: training diverged', tmp_path)
 
 def _preds(probs, vocab=('normal', 'blast'), files=('a.jpg', 'b.jpg'), heads=('disease',)):
-    from paddy_collab.train import PredSet
+    from paddy_collab.predsets import PredSet
     import torch
     return PredSet([torch.tensor(probs)], [list(vocab)], list(files), list(heads))
 
@@ -208,7 +208,8 @@ def test_submission_refuses_other_vocabulary_and_mixed_heads(paddy, tmp_path):
 def member(paddy, tmp_path):
     "A saved Paddy member without training: a prediction set on the test images and a manifest, as `save_member` writes them."
     from paddy_collab.core import write_manifest
-    from paddy_collab.ensemble import save_preds, member_files
+    from paddy_collab.ensemble import member_files
+    from paddy_collab.predsets import save_preds
     from paddy_collab.paddy_checks import get_test_files, check_paddy
     files, vocab = [f.name for f in get_test_files(paddy)], check_paddy(paddy, decode=False, test=False).diseases
     m = tmp_path/'models'/'m1'; m.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""paddy_collab.kaggle end to end (credentials, the client, competition data, submissions; `paddy_data.paddy_path`): the real `kaggle` 2.x client against the local stand-in server (tests/kaggle_server.py).
+"""paddy_collab.kaggle end to end (credentials, the client, competition data, submissions; `paddy_source.paddy_path`): the real `kaggle` 2.x client against the local stand-in server (tests/kaggle_server.py).
 
 Never contacts Kaggle: the `kenv` fixture sets KAGGLE_API_ENVIRONMENT=LOCALHOST, so every call goes to http://localhost/api/v1/...
 """
@@ -9,7 +9,7 @@ import pytest
 
 from kaggle_server import KaggleStandIn  # its fixtures come from conftest's `pytest_plugins`
 import paddy_collab.kaggle as pk
-import paddy_collab.paddy_data as ppd
+import paddy_collab.paddy_source as ppd
 from paddy_collab.kaggle import KaggleError, KaggleCreds, find_creds, kaggle_creds, save_kaggle_json, comp_path, check_submission, submit
 from paddy_collab.synth import diseases, synth_paddy
 
@@ -258,16 +258,16 @@ def test_port_taken_is_a_clear_error(standin):
 @pytest.fixture
 def data_home(tmp_path, monkeypatch):
     "fastai's data folder in `tmp_path` (no local copy of the competition), off Kaggle, no PADDY_PATH."
-    import paddy_collab.paddy_data as pdd
+    import paddy_collab.paddy_source as pso
     d = tmp_path/'fastai-data'; d.mkdir()
     import paddy_collab.synth as ps
-    monkeypatch.setattr(pdd, 'fastai_data_path', lambda: d); monkeypatch.setattr(ps, 'fastai_data_path', lambda: d)
+    monkeypatch.setattr(pso, 'fastai_data_path', lambda: d); monkeypatch.setattr(ps, 'fastai_data_path', lambda: d)
     for k in ('PADDY_PATH', 'KAGGLE_KERNEL_RUN_TYPE'): monkeypatch.delenv(k, raising=False)
     return d
 
 
 def test_lesson_path_uses_the_real_data_at_every_scale(paddy, data_home, monkeypatch, capsys):
-    from paddy_collab.paddy_data import lesson_path, real_paddy
+    from paddy_collab.paddy_source import lesson_path, real_paddy
     assert real_paddy() is None
     monkeypatch.setenv('PADDY_PATH', str(paddy))
     assert real_paddy() == paddy and lesson_path('full') == paddy
@@ -285,7 +285,7 @@ def test_lesson_path_uses_the_real_data_at_every_scale(paddy, data_home, monkeyp
 
 
 def test_lesson_kernel_finds_attached_data_weights_and_writes_where_kaggle_submits(paddy, data_home, tmp_path, monkeypatch, capsys):
-    from paddy_collab.paddy_data import lesson_path, submission_path
+    from paddy_collab.paddy_source import lesson_path, submission_path
     inp = tmp_path/'kaggle'/'input'
     shutil.copytree(paddy, inp/'competitions'/COMP)  # Kaggle's newer layout
     w = inp/'datasets'/'someone'/'paddy-collab-weights'; w.mkdir(parents=True)

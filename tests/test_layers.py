@@ -217,5 +217,5 @@ def test_notebook_check_can_fail():
         '07_collab.ipynb -> collab_interpret: upward import (08_collab_interpret.ipynb is not below 07_collab.ipynb)',
         '08_collab_interpret.ipynb -> gone: no such module'}
     real = notebook_sources()
-    real['ref/04_memory.ipynb'] += "\nfrom paddy_collab.paddy_data import by_scale\n"
+    real['ref/04_memory.ipynb'] += "\nfrom paddy_collab.paddy_data import paddy_dls\n"
     assert notebook_violations(real, mods) >= {'ref/04_memory.ipynb -> paddy_data: upward import (02_paddy_data.ipynb is not below ref/04_memory.ipynb)'}

@@ -50,6 +50,42 @@ def test_display_check_catches_missing_output(tmp_path):
     (tmp_path/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
     assert display_cells_without_output(tmp_path/'nb.ipynb') == [0, 1, 2, 3]
 
+_trains = {'train', 'seed_runs', 'train_ensemble', 'fit', 'fine_tune', 'fit_one_cycle', 'fit_flat_cos', 'fit_sgdr', 'lr_find'}
+
+def hidden_training_cells(nb_path:Path)->list:
+    "Indices of `#| hide` code cells that call a training function outside an `if os.environ.get('IN_TEST'):` block (nbdev's `test_nb` sets IN_TEST)."
+    cells, res = json.loads(nb_path.read_text())['cells'], []
+    for i, c in enumerate(cells):
+        src = ''.join(c['source'])
+        if c['cell_type'] != 'code' or not re.search(r'^#\|\s*hide\b', src, re.M): continue
+        try: tree = ast.parse(src)
+        except SyntaxError: continue  # IPython magics: not our concern here
+        # guarded: under an `if` that tests IN_TEST; a `def`'s body trains only where it is called
+        guarded = {id(m) for n in ast.walk(tree) if isinstance(n, ast.If) and 'IN_TEST' in ast.unparse(n.test) or isinstance(n, ast.FunctionDef)
+                   for b in n.body for m in ast.walk(b)}
+        calls = [n.func for n in ast.walk(tree) if isinstance(n, ast.Call) and id(n) not in guarded]
+        if any(getattr(f, 'attr', getattr(f, 'id', None)) in _trains for f in calls): res.append(i)
+    return res
+
+# 06 is guarded by the lead (issue 21): strict, so this mark must go when it is
+_unguarded_yet = {'06_multitarget': "06's hidden twins still train during Run All (issue 21: the lead guards them)"}
+
+@pytest.mark.parametrize('nb', [pytest.param(p, marks=pytest.mark.xfail(reason=_unguarded_yet[p.stem], strict=True)) if p.stem in _unguarded_yet else p
+                                for p in LESSONS], ids=[p.stem for p in LESSONS])
+def test_hidden_cells_train_only_under_nbdev_test(nb):
+    "A student's Run All trains only the lesson's models: a hidden test twin that trains runs only under `nbdev_test` (IN_TEST set)."
+    bad = hidden_training_cells(nb)
+    assert not bad, f"{nb.name}: hidden cells {bad} train a model in a student's Run All: put their code under `if os.environ.get('IN_TEST'):`"
+
+def test_hidden_training_check_can_fail(tmp_path):
+    "The check above catches bare, method and nested training calls in hidden cells, and passes guarded ones and shown cells."
+    def cell(src): return dict(cell_type='code', source=src, outputs=[], metadata={}, execution_count=None)
+    cells = [cell("#| hide\np = train('test_resnet', 32, path=tiny)"), cell("#| hide\nlearn.fit_one_cycle(1)"),
+             cell("#| hide\nfor s in (1, 2): runs = [seed_runs(cfgs, path, seeds=(s,))]"), cell("#| hide\nx = 1\nif os.environ.get('IN_TEST'):\n    p = train('a', 32)"),
+             cell("p = train('a', 32)"), cell("#| hide\ntest_eq(seed_table(r).loc['a', 'mean'], 0.11)"), cell("#| hide\ndef twin(): return learn.fit(1)"), dict(cell_type='markdown', source='#| hide train()', metadata={})]
+    (tmp_path/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
+    assert hidden_training_cells(tmp_path/'nb.ipynb') == [0, 1, 2]
+
 def test_index_lists_lessons_in_reading_order_then_reference():
     "index.ipynb (so README) gives the learning path first, in the notebooks' order, then the reference notebooks."
     readme = (ROOT/'README.md').read_text()

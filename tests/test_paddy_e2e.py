@@ -5,7 +5,8 @@ from fastai.vision.augment import Resize
 from paddy_collab.synth import synth_paddy, diseases, varieties
 from paddy_collab.paddy_data import get_test_files
 from paddy_collab.train import train
-from paddy_collab.ensemble import ensemble, train_ensemble, write_submission, save_preds, load_preds
+from paddy_collab.ensemble import ensemble, train_ensemble, write_submission
+from paddy_collab.predsets import save_preds, load_preds
 
 # Small images keep this within the CI budget on 2 cores. The synthetic diseases are patterns a model from random weights does not
 # learn from 240 images (benchmarks/results/paddy_synth.md), so the members start from the ImageNet weights a pip package ships, as

@@ -5,7 +5,9 @@ import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import paddy_collab.train as T
 from paddy_collab.train import _one_epoch_update
 import paddy_collab.hub as H
-from paddy_collab.train import PredSet, check_arch, accum_setup, set_precision, HeadInterpretation, train
+from paddy_collab.train import accum_setup, set_precision, HeadInterpretation, train
+from paddy_collab.predsets import PredSet
+from paddy_collab.hub import check_arch
 from paddy_collab.hub import cached_weights, pretrained_kwargs
 from paddy_collab.memory import step_mem, fitting_accum, auto_accum
 from fastai.learner import Learner, Recorder
