@@ -113,7 +113,7 @@ def _recommend(model:str, # a folder saved by `paddy_collab train-collab`
 # %% ../nbs/app/04_cli.ipynb
 def _data(data)->Path:
     "The competition folder: `data` (`--data`), else `paddy_path()` (Kaggle's input, PADDY_PATH, a local copy, or the synthetic set)."
-    from paddy_collab.paddy_data import paddy_path
+    from paddy_collab.paddy_source import paddy_path
     data = Path(data) if data else paddy_path()
     if data.is_file(): raise UsageError(f"--data {data} is a file; give the competition folder (holding train.csv, train_images/ and test_images/)")
     if not data.is_dir(): raise FileNotFoundError(f"data folder {data} not found; make a synthetic one with `paddy_collab synth {data}` or download Kaggle's")

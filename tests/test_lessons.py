@@ -67,11 +67,7 @@ def hidden_training_cells(nb_path:Path)->list:
         if any(getattr(f, 'attr', getattr(f, 'id', None)) in _trains for f in calls): res.append(i)
     return res
 
-# 06 is guarded by the lead (issue 21): strict, so this mark must go when it is
-_unguarded_yet = {'06_multitarget': "06's hidden twins still train during Run All (issue 21: the lead guards them)"}
-
-@pytest.mark.parametrize('nb', [pytest.param(p, marks=pytest.mark.xfail(reason=_unguarded_yet[p.stem], strict=True)) if p.stem in _unguarded_yet else p
-                                for p in LESSONS], ids=[p.stem for p in LESSONS])
+@pytest.mark.parametrize('nb', LESSONS, ids=[p.stem for p in LESSONS])
 def test_hidden_cells_train_only_under_nbdev_test(nb):
     "A student's Run All trains only the lesson's models: a hidden test twin that trains runs only under `nbdev_test` (IN_TEST set)."
     bad = hidden_training_cells(nb)
