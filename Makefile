@@ -41,7 +41,7 @@ check-sync: dev
 	echo "notebooks and package are in sync; notebooks are clean"
 
 test: check-sync data
-	$(BIN)/python -m pytest tests -q -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -q -rs --durations=15 $(PYTEST_ARGS)
 
 # The Kaggle-like Python 3.12 venv tests/test_sandbox.py runs kernels on (torch, fastai, timm, kaggle, nbdev as pip resolves them):
 # built once per machine into ~/.cache/paddy_collab (PADDY_KAGGLE_VENV_CACHE), about 4 min and 6.3 GB cold, under 1 s after.

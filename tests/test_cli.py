@@ -108,7 +108,8 @@ def interrupt(args, folder, started=None, timeout=120):
     "Start `paddy_collab ARGS`, send SIGINT once its temporary output appears in `folder` (or it prints a line containing `started`)."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen([sys.executable, '-m', 'paddy_collab.cli', *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=ENV, cwd=ROOT)
+                         text=True, env=ENV, cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal: a test
+                         # run started in the background (`cmd &` without job control) ignores SIGINT, and its children would inherit that
     t0, seen = time.time(), ''
     if started:
         while started not in seen and p.poll() is None and time.time()-t0 < timeout: seen += p.stdout.readline()
