@@ -147,8 +147,8 @@ def _train_paddy(arch:Param('a timm architecture, e.g. resnet18 or convnext_smal
                 ):
     opts = dict(locals())  # for the manifest
     if bool(arch) == bool(ensemble): raise UsageError("give --arch (one or more) or --ensemble, not both" if arch else "one of the arguments --arch --ensemble is required")
-    from paddy_collab.ensemble import plan_members, train_ensemble, part3_train; from paddy_collab.paddy_checks import check_paddy
-    if accum is None: accum = part3_train['accum'] if ensemble == 'lesson' else 1
+    from paddy_collab.ensemble import plan_members, train_ensemble, default_accum; from paddy_collab.paddy_checks import check_paddy
+    if accum is None: accum = default_accum(ensemble)
     if len(size) > 2: raise UsageError(f"--size takes one number or two (height width), got {len(size)}")
     if accum != 'auto' and accum > bs: raise UsageError(f"--accum {accum} is more than --bs {bs}: a step adds up --accum batches of bs/accum images; lower --accum or raise --bs")
     data, size = _data(data), size[0] if len(size) == 1 else tuple(size)
@@ -231,7 +231,7 @@ def _push_kernel(notebook:Param('the .ipynb file to push (or --train)', nargs='?
     from paddy_collab.kernels import push_kernel
     if bool(notebook) == train: raise UsageError("give a notebook to push, or --train for the competition kernel (not both)")
     k = dict(kwargs, datasets=kwargs.pop('dataset') or [], models=kwargs.pop('model') or [], private=not kwargs.pop('public'))
-    if train and accum is None: from paddy_collab.ensemble import part3_train; accum = part3_train['accum'] if ensemble else 1
+    if train and accum is None: from paddy_collab.ensemble import default_accum; accum = default_accum(ensemble)
     if train: k.update(weights_ds=weights_ds, epochs=epochs, size=size, accum=accum, bs=bs, n_tta=n_tta)
     with user_input(): r = push_kernel(None if train else notebook, title=title, slug=slug, comp=comp, archs='lesson' if ensemble else arch, submit=submit, **k)
     if k['dry_run']: return print(f"wrote {r}/kernel-metadata.json and {json.loads((r/'kernel-metadata.json').read_text())['code_file']}; --dry-run: not pushed")

@@ -19,9 +19,9 @@ from accelerate.utils import release_memory
 
 # %% auto 0
 __all__ = ['lesson_res', 'lesson_models', 'course_names', 'model_weights', 'part3_train', 'ensemble_names', 'member_files',
-           'named_ensemble', 'ensemble', 'valid_predset', 'pset_error', 'members_vs_ensemble', 'write_submission',
-           'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion', 'save_member',
-           'load_members', 'predict_members']
+           'default_accum', 'named_ensemble', 'ensemble', 'valid_predset', 'pset_error', 'members_vs_ensemble',
+           'write_submission', 'member_name', 'check_members', 'train_ensemble', 'plan_members', 'plot_confusion',
+           'save_member', 'load_members', 'predict_members']
 
 # %% ../nbs/05_ensemble.ipynb
 lesson_res = 640, 480
@@ -39,6 +39,12 @@ model_weights = {'vit_large_patch16_224.augreg_in21k_ft_in1k': 2}
 # how part 3 trains every member: its `train(arch, size, item=item, accum=2)`, i.e. `fine_tune(12, 0.01)`, batches of 64//2 with
 # `GradientAccumulation` (64 samples a step), TTA on the test images; `train_ensemble(path, lesson_models, vary_seed=True, **part3_train)`
 part3_train = dict(accum=2, epochs=12, lr=0.01, bs=64, pretrained=True, finetune=True, n_tta=4)
+
+# %% ../nbs/05_ensemble.ipynb
+def default_accum(ensemble:str=None, # a named ensemble ('lesson', 'small', 'tiny') or None for single architectures
+                 )->int: # batches whose gradients add up before each step
+    "The `accum` a run gets when none is given: part 3's for the lesson's ensemble, else 1."
+    return part3_train['accum'] if ensemble == 'lesson' else 1
 
 # %% ../nbs/05_ensemble.ipynb
 def named_ensemble(name:str, # 'lesson', 'small' or 'tiny'
