@@ -20,6 +20,7 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+from fastai.data.transforms import parent_label
 from fastai.optimizer import SGD
 from fastai.vision.augment import Resize
 from .paddy_data import *
@@ -203,10 +204,8 @@ import time
 import numpy as np, pandas as pd
 from PIL import Image
 
-def _disease(fn)->str: return Path(fn).parent.name  # Kaggle's layout: train_images/<disease>/<image_id>.jpg
-
 def majority_error(dls, # `paddy_dls` loaders: their training and validation images
-                   label=_disease, # image file -> its label: the disease (its folder), or `get_variety` for the variety
+                   label=parent_label, # image file -> its label: fastai's `parent_label` (the disease: its folder), or `get_variety` for the variety
                   )->float: # the share of validation images whose label is not the training set's most frequent one
     "Validation error of always answering the most frequent `label` of the training set: the floor every model must clear."
     top = pd.Series([label(f) for f in dls.train_ds.items]).mode()[0]
@@ -234,7 +233,7 @@ def linear_error(dls, # `paddy_dls` loaders: their training and validation image
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     X = [np.stack([features(f) for f in ds.items]) for ds in (dls.train_ds, dls.valid_ds)]
-    y = [np.array([_disease(f) for f in ds.items]) for ds in (dls.train_ds, dls.valid_ds)]
+    y = [np.array([parent_label(f) for f in ds.items]) for ds in (dls.train_ds, dls.valid_ds)]
     sc = StandardScaler().fit(X[0]); X = [sc.transform(x) for x in X]
     return float(min((LogisticRegression(C=C, max_iter=3000).fit(X[0], y[0]).predict(X[1]) != y[1]).mean() for C in Cs))
 

@@ -41,14 +41,19 @@ def test_display_cells_keep_outputs(nb):
     missing = display_cells_without_output(nb)
     assert not missing, f'{nb.name}: cells {missing} display something but have no stored output: run the notebook and save it'
 
+def cell(src, outputs=()): return dict(cell_type='code', source=src, outputs=list(outputs), metadata={}, execution_count=None)
+
+def _notebook(folder, cells)->Path:
+    "A notebook file in `folder` holding `cells`, for the checks' own tests."
+    (folder/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
+    return folder/'nb.ipynb'
+
 def test_display_check_catches_missing_output(tmp_path):
     "The check above can fail: a plot, a `show_batch`, a DataFrame value without output are all caught; hidden cells are not."
-    def cell(src, outputs=()): return dict(cell_type='code', source=src, outputs=list(outputs), metadata={}, execution_count=None)
     out = [dict(output_type='display_data', data={'text/plain': 'x'}, metadata={})]
     cells = [cell('dls.show_batch()'), cell('plt.bar(x, y)'), cell('df = load()\ndf.head()'), cell('df'), cell('#| hide\ndls.show_batch()'),
              cell('x = 1'), cell('test_eq(1, 1)'), cell('#| export\ndef plot_it(ax): ax.plot([1])'), cell('learn.show_results()', out), cell('print(1)')]
-    (tmp_path/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
-    assert display_cells_without_output(tmp_path/'nb.ipynb') == [0, 1, 2, 3]
+    assert display_cells_without_output(_notebook(tmp_path, cells)) == [0, 1, 2, 3]
 
 _trains = {'train', 'seed_runs', 'train_ensemble', 'fit', 'fine_tune', 'fit_one_cycle', 'fit_flat_cos', 'fit_sgdr', 'lr_find'}
 
@@ -75,12 +80,10 @@ def test_hidden_cells_train_only_under_nbdev_test(nb):
 
 def test_hidden_training_check_can_fail(tmp_path):
     "The check above catches bare, method and nested training calls in hidden cells, and passes guarded ones and shown cells."
-    def cell(src): return dict(cell_type='code', source=src, outputs=[], metadata={}, execution_count=None)
     cells = [cell("#| hide\np = train('test_resnet', 32, path=tiny)"), cell("#| hide\nlearn.fit_one_cycle(1)"),
              cell("#| hide\nfor s in (1, 2): runs = [seed_runs(cfgs, path, seeds=(s,))]"), cell("#| hide\nx = 1\nif os.environ.get('IN_TEST'):\n    p = train('a', 32)"),
              cell("p = train('a', 32)"), cell("#| hide\ntest_eq(seed_table(r).loc['a', 'mean'], 0.11)"), cell("#| hide\ndef twin(): return learn.fit(1)"), dict(cell_type='markdown', source='#| hide train()', metadata={})]
-    (tmp_path/'nb.ipynb').write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
-    assert hidden_training_cells(tmp_path/'nb.ipynb') == [0, 1, 2]
+    assert hidden_training_cells(_notebook(tmp_path, cells)) == [0, 1, 2]
 
 def test_index_lists_lessons_in_reading_order_then_reference():
     "index.ipynb (so README) gives the learning path first, in the notebooks' order, then the reference notebooks."
